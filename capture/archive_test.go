@@ -31,8 +31,8 @@ func sum(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:
 func testManifest(files memFiles) *Manifest {
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	m := &Manifest{Version: ManifestVersion, Kind: KindFull, Host: "src", Service: "nginx", Created: t0,
-		Start: []string{"nginx", "-g", "daemon off;"},
-		Users: []User{{Name: "www-data", UID: 33, GID: 33, Home: "/var/www", Shell: "/usr/sbin/nologin"}},
+		Start:       []string{"nginx", "-g", "daemon off;"},
+		Users:       []User{{Name: "www-data", UID: 33, GID: 33, Home: "/var/www", Shell: "/usr/sbin/nologin"}},
 		RuntimeDirs: []Dir{{Path: "/run", Mode: 0o755}},
 		Ports:       []Port{{Proto: "tcp", Addr: "0.0.0.0", Port: 80}}}
 	m.Entries = []Entry{

@@ -65,19 +65,19 @@ type Manifest struct {
 
 // Entry is one captured path.
 type Entry struct {
-	Path  string    `json:"path"` // absolute path in the captured system
-	Type  string    `json:"type"`
-	Mode  uint32    `json:"mode"` // permission bits incl. setuid, setgid, sticky
-	UID   int       `json:"uid"`
-	GID   int       `json:"gid"`
-	User  string    `json:"user,omitempty"`
-	Group string    `json:"group,omitempty"`
-	Size  int64     `json:"size,omitempty"`   // files only
-	SHA256 string   `json:"sha256,omitempty"` // files only, lowercase hex
-	Link  string    `json:"link,omitempty"`   // symlink target, or hardlink source path
-	Major uint32    `json:"major,omitempty"`
-	Minor uint32    `json:"minor,omitempty"`
-	MTime time.Time `json:"mtime"`
+	Path   string    `json:"path"` // absolute path in the captured system
+	Type   string    `json:"type"`
+	Mode   uint32    `json:"mode"` // permission bits incl. setuid, setgid, sticky
+	UID    int       `json:"uid"`
+	GID    int       `json:"gid"`
+	User   string    `json:"user,omitempty"`
+	Group  string    `json:"group,omitempty"`
+	Size   int64     `json:"size,omitempty"`   // files only
+	SHA256 string    `json:"sha256,omitempty"` // files only, lowercase hex
+	Link   string    `json:"link,omitempty"`   // symlink target, or hardlink source path
+	Major  uint32    `json:"major,omitempty"`
+	Minor  uint32    `json:"minor,omitempty"`
+	MTime  time.Time `json:"mtime"`
 
 	Package string   `json:"package,omitempty"` // "name" of the owning dpkg/rpm package
 	Reasons []string `json:"reasons"`           // why it is here, e.g. "package:nginx-core"
