@@ -259,4 +259,3 @@ func (db *DB) buildOwners(canon func(string) string) {
 		}
 	}
 }
-
