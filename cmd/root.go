@@ -84,6 +84,9 @@ func Run(ctx context.Context, streams IOStreams, args []string) int {
 	if err == nil {
 		return hint.ExitOK
 	}
+	if strings.HasPrefix(err.Error(), "unknown command") {
+		err = &usageError{err}
+	}
 	code := hint.Code(err)
 	if errors.Is(err, context.Canceled) || ctx.Err() != nil {
 		code = hint.ExitCancelled
@@ -118,6 +121,23 @@ var subcommands []func(f *Factory) *cobra.Command
 
 func register(fn func(f *Factory) *cobra.Command) { subcommands = append(subcommands, fn) }
 
+// markUsageErrors makes argument-count errors usage errors (exit 2) in the
+// whole tree.
+func markUsageErrors(c *cobra.Command) {
+	if args := c.Args; args != nil {
+		c.Args = func(cmd *cobra.Command, a []string) error {
+			if err := args(cmd, a); err != nil {
+				return &usageError{err}
+			}
+			return nil
+		}
+	}
+	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	for _, sub := range c.Commands() {
+		markUsageErrors(sub)
+	}
+}
+
 // NewCmdRoot builds the whole command tree.
 func NewCmdRoot(f *Factory) *cobra.Command {
 	root := &cobra.Command{
@@ -146,6 +166,7 @@ func NewCmdRoot(f *Factory) *cobra.Command {
 	for _, fn := range subcommands {
 		root.AddCommand(fn(f))
 	}
+	markUsageErrors(root)
 	f.Logger = slog.New(slog.NewTextHandler(f.IO.ErrOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	return root
 }
