@@ -62,11 +62,11 @@ type Socket struct {
 	Port    int      `json:"port"`
 	UID     int      `json:"uid"`
 	Inodes  []uint64 `json:"inodes"`
-	PID     int    `json:"pid,omitempty"`  // lowest PID holding it (usually the master)
-	PIDs    []int  `json:"pids,omitempty"` // every PID holding it
-	Process string `json:"process,omitempty"`
-	Exe     string `json:"exe,omitempty"`
-	Package string `json:"package,omitempty"`
+	PID     int      `json:"pid,omitempty"`  // lowest PID holding it (usually the master)
+	PIDs    []int    `json:"pids,omitempty"` // every PID holding it
+	Process string   `json:"process,omitempty"`
+	Exe     string   `json:"exe,omitempty"`
+	Package string   `json:"package,omitempty"`
 }
 
 // Collector reads facts below configurable roots, so tests can use

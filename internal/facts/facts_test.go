@@ -124,7 +124,7 @@ tmpfs /dev/shm tmpfs rw 0 0
 	f.write(f.root, "var/lib/dpkg/status", "Package: nginx\n")
 	f.write(f.root, "var/lib/dpkg/info/nginx.list", "/.\n/usr\n/usr/sbin\n/usr/sbin/nginx\n")
 	f.write(f.root, "var/lib/dpkg/info/nginx-common.list", "/usr/sbin/nginx-debug\n/usr/share/nginx\n") // prefix of nginx's path must not match
-	f.write(f.root, "var/lib/dpkg/info/postfix.list", "/usr/lib/postfix/sbin/master")                 // last line without newline
+	f.write(f.root, "var/lib/dpkg/info/postfix.list", "/usr/lib/postfix/sbin/master")                   // last line without newline
 	f.write(f.root, "var/lib/dpkg/info/bind9:amd64.list", "/usr/sbin/named\n")
 	f.write(f.root, "var/lib/dpkg/info/openssh-server.list", "/sbin/sshd\n") // pre-usrmerge path
 	return f
