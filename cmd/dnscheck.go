@@ -188,7 +188,7 @@ func watchStatus(r *dnscheck.WatchRound) map[string]any {
 		ttl[k] = v.Seconds()
 	}
 	m := map[string]any{"round": r.Round, "time": r.Report.Time, "done": r.Done, "pending": r.Pending,
-		"resolver_ttl_s": ttl, "old_ttl_s": r.OldTTL.Seconds()}
+		"resolver_ttl_s": ttl, "old_ttl_s": r.OldTTL.Seconds(), "old_ttl_known": r.OldTTLKnown}
 	if !r.AuthSwitched.IsZero() {
 		m["auth_switched"] = r.AuthSwitched
 	}
@@ -231,7 +231,11 @@ func printWatchDone(w io.Writer, r *dnscheck.WatchRound) {
 		fmt.Fprintf(w, "authoritative servers all switched by %s\n", r.AuthSwitched.UTC().Format(time.RFC3339Nano))
 	}
 	if !r.SafeAfter.IsZero() {
-		fmt.Fprintf(w, "no cache can hold the old answer after %s (old TTL %s)\n", r.SafeAfter.UTC().Format(time.RFC3339Nano), r.OldTTL)
+		if r.OldTTLKnown {
+			fmt.Fprintf(w, "no cache can hold the old answer after %s (old TTL %s)\n", r.SafeAfter.UTC().Format(time.RFC3339Nano), r.OldTTL)
+		} else {
+			fmt.Fprintf(w, "the watched resolvers dropped the old answer by %s; other caches: old TTL unknown (the servers had switched before the watch began): pass --old-ttl or --record\n", r.SafeAfter.UTC().Format(time.RFC3339Nano))
+		}
 	}
 }
 
@@ -276,8 +280,9 @@ func printReportText(w io.Writer, rep *dnscheck.Report) {
 	tw = tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "SERVER\tNAME\tTYPE\tTTL\tVALUE")
 	for _, s := range append(append([]dnscheck.ServerResult{}, rep.Servers...), rep.Resolvers...) {
+		seen := map[string]bool{}
 		for _, a := range s.Answers {
-			printAnswer(tw, s.Server, a)
+			printAnswer(tw, s.Server, a, seen)
 		}
 	}
 	tw.Flush()
@@ -292,9 +297,13 @@ func printReportText(w io.Writer, rep *dnscheck.Report) {
 	}
 }
 
-func printAnswer(tw io.Writer, server string, a dnscheck.Answer) {
+func printAnswer(tw io.Writer, server string, a dnscheck.Answer, seen map[string]bool) {
 	for _, r := range a.Chain {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", server, r.Name, r.Type, r.TTL, r.Value)
+		line := fmt.Sprintf("%s\t%s\t%s\t%d\t%s\n", server, r.Name, r.Type, r.TTL, r.Value)
+		if !seen[line] {
+			seen[line] = true
+			fmt.Fprint(tw, line)
+		}
 	}
 	if a.Loop {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t-\tCNAME LOOP\n", server, a.Name, a.Type)

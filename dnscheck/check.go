@@ -57,9 +57,9 @@ func ParseExpectation(s string) (Expectation, error) {
 		if _, ok := dns.IsDomainName(val); !ok {
 			return Expectation{}, fmt.Errorf("--expect %q: %q is neither an address nor a host name", s, val)
 		}
-		val = dns.CanonicalName(val)
+		val = strings.ToLower(val)
 	}
-	return Expectation{Name: dns.CanonicalName(name), Value: val}, nil
+	return Expectation{Name: strings.ToLower(name), Value: val}, nil
 }
 
 // Report is the result of one check.
@@ -160,6 +160,22 @@ func Check(ctx context.Context, q Query) (*Report, error) {
 			return nil, err
 		}
 	}
+	for i, e := range q.Expect {
+		q.Expect[i].Name = absName(e.Name, q.Zone)
+		if _, err := netip.ParseAddr(e.Value); err != nil {
+			q.Expect[i].Value = absName(e.Value, q.Zone)
+		}
+		if !slices.Contains(q.Names, e.Name) {
+			q.Names = append(q.Names, e.Name)
+		}
+	}
+	for i, n := range q.Names {
+		if q.Names[i] = absName(n, q.Zone); !dns.IsSubDomain(q.Zone, q.Names[i]) {
+			return nil, hint.With(fmt.Errorf("%s is not in zone %s", n, strings.TrimSuffix(q.Zone, ".")), "check --zone, or check names of different zones separately")
+		}
+	}
+	slices.Sort(q.Names)
+	q.Names = slices.Compact(q.Names)
 	rep := &Report{Zone: q.Zone, Time: start, Expect: q.Expect}
 	var servers []target
 	for _, s := range q.Servers {
@@ -202,17 +218,14 @@ func (q Query) normalize() (Query, *client, error) {
 		if _, ok := dns.IsDomainName(n); !ok {
 			return q, nil, hint.With(fmt.Errorf("bad name %q", n), "give host names such as www.example.com")
 		}
-		q.Names[i] = dns.CanonicalName(n)
+		q.Names[i] = strings.ToLower(n)
 	}
 	if q.Zone != "" {
 		q.Zone = dns.CanonicalName(q.Zone)
 	}
 	q.Expect = slices.Clone(q.Expect)
 	for i, e := range q.Expect {
-		q.Expect[i].Name = dns.CanonicalName(e.Name)
-		if !slices.Contains(q.Names, q.Expect[i].Name) {
-			q.Names = append(q.Names, q.Expect[i].Name)
-		}
+		q.Expect[i].Name = strings.ToLower(e.Name)
 	}
 	if q.NSPort == 0 {
 		q.NSPort = 53

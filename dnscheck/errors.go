@@ -82,7 +82,7 @@ func netError(op, server string, err error) error {
 		return hint.With(fmt.Errorf("%s at %s: %w (timed out)", op, server, ErrTimeout),
 			"check the address and port, and that the server is running and reachable (raise --timeout for slow links)")
 	}
-	if errors.Is(err, dns.ErrSig) || errors.Is(err, dns.ErrSecret) || errors.Is(err, dns.ErrTime) {
+	if errors.Is(err, dns.ErrSig) || errors.Is(err, dns.ErrAuth) || errors.Is(err, dns.ErrSecret) || errors.Is(err, dns.ErrTime) {
 		return hint.With(fmt.Errorf("%s at %s: answer failed TSIG verification: %w", op, server, err),
 			"the TSIG key does not match the server's: check the key name, algorithm and secret in --tsig-key")
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -46,6 +47,9 @@ func Transfer(ctx context.Context, server, zone string, key *Key, timeout time.D
 	snap := &Snapshot{Zone: zone, Server: server, Time: time.Now().UTC()}
 	for e := range env {
 		if e.Error != nil {
+			if errors.Is(e.Error, dns.ErrAuth) || errors.Is(e.Error, dns.ErrSig) {
+				return nil, probeTSIG(ctx, op, server, zone, key, timeout, e.Error)
+			}
 			return nil, xfrError(op, server, e.Error)
 		}
 		snap.Records = append(snap.Records, e.RR...)
@@ -65,6 +69,18 @@ func Transfer(ctx context.Context, server, zone string, key *Key, timeout time.D
 	}
 	snap.Records = snap.Records[:len(snap.Records)-1] // the closing SOA
 	return snap, nil
+}
+
+// probeTSIG finds why a signed transfer failed verification: miekg/dns
+// hides the server's answer, so a signed SOA query asks again.
+func probeTSIG(ctx context.Context, op, server, zone string, key *Key, timeout time.Duration, xerr error) error {
+	c := newClient(timeout, key, nil)
+	m := new(dns.Msg)
+	m.SetQuestion(zone, dns.TypeSOA)
+	if r, _, err := c.exchange(ctx, "tcp", server, m); err == nil && answerCode(r) != dns.RcodeSuccess {
+		return newRcodeError(op, server, answerCode(r), true)
+	}
+	return netError(op, server, fmt.Errorf("%w (the answer failed TSIG verification)", xerr))
 }
 
 // xfrError classifies an AXFR failure; miekg/dns reports refusals as

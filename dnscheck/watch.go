@@ -34,6 +34,10 @@ type WatchRound struct {
 	AuthSwitched time.Time `json:"auth_switched,omitzero"`
 	// OldTTL is the longest TTL of the old answer, given or seen so far.
 	OldTTL time.Duration `json:"old_ttl_ns"`
+	// OldTTLKnown is false when the old answer was never seen on an
+	// authoritative server and no OldTTL was given: SafeAfter then only
+	// covers the resolvers watched.
+	OldTTLKnown bool `json:"old_ttl_known"`
 	// SafeAfter is the moment after which no cache anywhere can still hold
 	// the old answer: AuthSwitched plus OldTTL, or later if a watched
 	// resolver's cache runs longer (zero until the servers switched).
@@ -55,7 +59,7 @@ func Watch(ctx context.Context, q Query, opt WatchOptions) (*WatchRound, error) 
 	if opt.Interval <= 0 {
 		opt.Interval = time.Second
 	}
-	st := &WatchRound{OldTTL: opt.OldTTL}
+	st := &WatchRound{OldTTL: opt.OldTTL, OldTTLKnown: opt.OldTTL > 0}
 	tick := time.NewTicker(opt.Interval)
 	defer tick.Stop()
 	for round := 1; ; round++ {
@@ -84,7 +88,7 @@ func Watch(ctx context.Context, q Query, opt WatchOptions) (*WatchRound, error) 
 // nextRound folds a new report into the watch state.
 func nextRound(prev *WatchRound, round int, rep *Report) *WatchRound {
 	st := &WatchRound{Round: round, Report: rep, AuthSwitched: prev.AuthSwitched, OldTTL: prev.OldTTL,
-		ResolverTTL: map[string]time.Duration{}}
+		OldTTLKnown: prev.OldTTLKnown, ResolverTTL: map[string]time.Duration{}}
 	authDone := len(rep.Servers) > 0
 	for _, s := range rep.Servers {
 		if s.Expected == nil || !*s.Expected {
@@ -92,6 +96,7 @@ func nextRound(prev *WatchRound, round int, rep *Report) *WatchRound {
 			st.Pending = append(st.Pending, s.Server)
 			if ttl, stale := staleTTL(s.Answers, rep.Expect); stale {
 				st.OldTTL = max(st.OldTTL, time.Duration(ttl)*time.Second)
+				st.OldTTLKnown = true
 			}
 		}
 	}
@@ -100,6 +105,9 @@ func nextRound(prev *WatchRound, round int, rep *Report) *WatchRound {
 	}
 	if !st.AuthSwitched.IsZero() {
 		st.SafeAfter = st.AuthSwitched.Add(st.OldTTL)
+		if prev.SafeAfter.After(st.SafeAfter) {
+			st.SafeAfter = prev.SafeAfter
+		}
 	}
 	resolversDone := true
 	for _, s := range rep.Resolvers {
