@@ -1,0 +1,184 @@
+// Package takeover takes a listening socket over from a running process
+// without ever closing it, so that a service can be replaced on its address
+// with no connection refused: the new owner gets a duplicate of the
+// process's socket with pidfd_getfd(2) (Linux 5.6 and later, root or
+// ptrace rights over the process). While both hold it, the kernel keeps
+// queueing connections in its backlog; once the old process has stopped
+// and closed its copy, the duplicate still holds the socket open, and the
+// queued connections wait there until the new owner accepts them.
+package takeover
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/migrate-tool/migrate/internal/hint"
+)
+
+// Socket is a listening socket found in a process.
+type Socket struct {
+	PID   int
+	FD    int
+	Inode uint64
+	Proto string // "tcp" or "udp"
+	Addr  string // local address and port as the kernel reports it
+}
+
+// ErrNotFound means no process listens on the port.
+var ErrNotFound = errors.New("no process listens on that port")
+
+// Find returns the sockets listening on port (TCP; UDP when proto is
+// "udp"), one per process that holds it. procRoot is normally "/proc".
+func Find(procRoot, proto string, port int) ([]Socket, error) {
+	inodes := map[uint64]string{}
+	files := []string{"net/tcp", "net/tcp6"}
+	if proto == "udp" {
+		files = []string{"net/udp", "net/udp6"}
+	}
+	for _, f := range files {
+		if err := scanNet(filepath.Join(procRoot, f), proto, port, inodes); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+	}
+	if len(inodes) == 0 {
+		return nil, hint.With(fmt.Errorf("%s port %d: %w", proto, port, ErrNotFound), "is the service running on this host?")
+	}
+	procs, err := os.ReadDir(procRoot)
+	if err != nil {
+		return nil, err
+	}
+	var out []Socket
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		fdDir := filepath.Join(procRoot, p.Name(), "fd")
+		fds, err := os.ReadDir(fdDir)
+		if err != nil {
+			continue // gone, or not ours to read
+		}
+		for _, fd := range fds {
+			link, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
+			if err != nil || !strings.HasPrefix(link, "socket:[") {
+				continue
+			}
+			ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 64)
+			if err != nil {
+				continue
+			}
+			if addr, ok := inodes[ino]; ok {
+				n, _ := strconv.Atoi(fd.Name())
+				out = append(out, Socket{PID: pid, FD: n, Inode: ino, Proto: proto, Addr: addr})
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s port %d is open but no process found holding it (permission?)", proto, port)
+	}
+	return out, nil
+}
+
+// scanNet adds the inodes of sockets listening on port (TCP state 0A, or
+// any bound UDP socket) from one /proc/net table.
+func scanNet(path, proto string, port int, inodes map[uint64]string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Scan() // header
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 10 {
+			continue
+		}
+		local, state := fields[1], fields[3]
+		if proto == "tcp" && state != "0A" {
+			continue
+		}
+		i := strings.LastIndexByte(local, ':')
+		if i < 0 {
+			continue
+		}
+		p, err := strconv.ParseUint(local[i+1:], 16, 16)
+		if err != nil || int(p) != port {
+			continue
+		}
+		ino, err := strconv.ParseUint(fields[9], 10, 64)
+		if err != nil || ino == 0 {
+			continue
+		}
+		inodes[ino] = local
+	}
+	return sc.Err()
+}
+
+// Dup returns a duplicate of the process's socket, owned by this process.
+// It shares the socket (and its accept queue) with the process.
+func Dup(s Socket) (*os.File, error) {
+	pidfd, err := unix.PidfdOpen(s.PID, 0)
+	if err != nil {
+		return nil, fmt.Errorf("pidfd_open %d: %w", s.PID, err)
+	}
+	defer unix.Close(pidfd)
+	fd, err := unix.PidfdGetfd(pidfd, s.FD, 0)
+	if err != nil {
+		err = fmt.Errorf("pidfd_getfd pid %d fd %d: %w", s.PID, s.FD, err)
+		if errors.Is(err, unix.EPERM) {
+			return nil, hint.With(err, "run as root (or with ptrace rights over the service)")
+		}
+		if errors.Is(err, unix.ENOSYS) {
+			return nil, hint.With(err, "the kernel is older than 5.6; stop the service first and bind the address afresh")
+		}
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), fmt.Sprintf("socket:[%d]", s.Inode)), nil
+}
+
+// Listener takes over the TCP listening socket on port: it returns a
+// net.Listener on a duplicate of the socket held by the first process
+// found. Nothing is accepted until the caller calls Accept.
+func Listener(procRoot string, port int) (net.Listener, Socket, error) {
+	socks, err := Find(procRoot, "tcp", port)
+	if err != nil {
+		return nil, Socket{}, err
+	}
+	f, err := Dup(socks[0])
+	if err != nil {
+		return nil, socks[0], err
+	}
+	defer f.Close()
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return nil, socks[0], fmt.Errorf("listener from %s: %w", f.Name(), err)
+	}
+	return ln, socks[0], nil
+}
+
+// PacketConn takes over the UDP socket on port, like Listener.
+func PacketConn(procRoot string, port int) (net.PacketConn, Socket, error) {
+	socks, err := Find(procRoot, "udp", port)
+	if err != nil {
+		return nil, Socket{}, err
+	}
+	f, err := Dup(socks[0])
+	if err != nil {
+		return nil, socks[0], err
+	}
+	defer f.Close()
+	pc, err := net.FilePacketConn(f)
+	if err != nil {
+		return nil, socks[0], fmt.Errorf("packet conn from %s: %w", f.Name(), err)
+	}
+	return pc, socks[0], nil
+}
