@@ -1,0 +1,88 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/migrate-tool/migrate/internal/testbed"
+)
+
+// TestAgentUploadedOnce: the first `migrate facts` on a host uploads the
+// agent to its content-addressed path; the second finds it there and sends
+// no binary (same inode and mtime, no upload in the -v log).
+func TestAgentUploadedOnce(t *testing.T) {
+	t.Parallel()
+	bed := testbed.New(t, testbed.Options{})
+	sum := fileSHA256(t, testbed.Binary(t))
+	agentPath := "/var/lib/migrate/agent/" + sum + "/migrate"
+
+	_, stderr, code := bed.Migrate(t, "-v", "facts", bed.New.SSHSpec())
+	if code != 0 {
+		t.Fatalf("first facts: exit %d\n%s", code, stderr)
+	}
+	if !strings.Contains(stderr, "uploading agent") {
+		t.Errorf("first run: no upload in the -v log:\n%s", stderr)
+	}
+	first, err := bed.New.Stat(agentPath)
+	if err != nil {
+		t.Fatalf("agent not at its content-addressed path on new: %v", err)
+	}
+	if got := fileSHA256(t, bed.New.Path(agentPath)); got != sum {
+		t.Fatalf("uploaded agent has sha256 %s, want %s", got, sum)
+	}
+	if first.Mode().Perm()&0o100 == 0 {
+		t.Errorf("agent mode %v is not executable", first.Mode())
+	}
+	// Uploads land in the host's private /var/lib/migrate only.
+	if _, err := bed.Old.Stat("/var/lib/migrate/agent"); err == nil {
+		t.Error("old sees the agent uploaded to new")
+	}
+	if _, err := os.Stat(agentPath); err == nil {
+		t.Error("the root namespace sees the agent uploaded to new")
+	}
+	entries, _ := os.ReadDir(bed.New.Path("/var/lib/migrate/agent/" + sum))
+	if len(entries) != 1 {
+		t.Errorf("agent directory holds %d entries (temp files left?)", len(entries))
+	}
+
+	_, stderr, code = bed.Migrate(t, "-v", "facts", bed.New.SSHSpec())
+	if code != 0 {
+		t.Fatalf("second facts: exit %d\n%s", code, stderr)
+	}
+	if strings.Contains(stderr, "uploading agent") {
+		t.Errorf("second run uploaded the agent again:\n%s", stderr)
+	}
+	second, err := bed.New.Stat(agentPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := first.Sys().(*syscall.Stat_t), second.Sys().(*syscall.Stat_t)
+	if a.Ino != b.Ino || !first.ModTime().Equal(second.ModTime()) {
+		t.Errorf("agent file replaced: inode %d -> %d, mtime %v -> %v", a.Ino, b.Ino, first.ModTime(), second.ModTime())
+	}
+	if dirs, _ := filepath.Glob(bed.New.Path("/var/lib/migrate/agent/*")); len(dirs) != 1 {
+		t.Errorf("agent dirs on new: %v", dirs)
+	}
+}
+
+func fileSHA256(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
