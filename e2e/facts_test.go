@@ -212,8 +212,8 @@ func TestTwoBedsAtOnce(t *testing.T) {
 	}
 	res := make(chan result, 2)
 	for _, bed := range []*testbed.Bed{a, b} {
+		cmd := bed.MigrateCmd(ctx, t, "--json", "facts", bed.Old.SSHSpec())
 		go func() {
-			cmd := bed.MigrateCmd(ctx, t, "--json", "facts", bed.Old.SSHSpec())
 			var out, errb strings.Builder
 			cmd.Stdout, cmd.Stderr = &out, &errb
 			err := cmd.Run()

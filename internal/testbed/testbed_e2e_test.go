@@ -3,6 +3,7 @@
 package testbed
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -204,5 +205,73 @@ func TestStaleLeftoversRemoved(t *testing.T) {
 	time.Sleep(10 * time.Millisecond)
 	if err := syscall.Kill(sleeper.Process.Pid, 0); err == nil && !isZombie(sleeper.Process.Pid) {
 		t.Errorf("process in the stale namespace survives")
+	}
+}
+
+// TestCrashedRunCleanedUp builds a bed in a child test process, SIGKILLs
+// that process (as `go test -timeout` or the OOM killer would), and checks
+// that the hosts die with it and the next sweep removes the namespaces.
+func TestCrashedRunCleanedUp(t *testing.T) {
+	if os.Getenv("TESTBED_CRASH_CHILD") == "1" {
+		bed := New(t, Options{})
+		fmt.Printf("BED %d %d %d\n", bed.Index, bed.Old.Pid(), bed.New.SSHD().Pid())
+		time.Sleep(time.Minute)
+		return
+	}
+	Require(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashedRunCleanedUp$", "-test.v")
+	cmd.Env = append(os.Environ(), "TESTBED_CRASH_CHILD=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var index, initPid, sshdPid int
+	done := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if _, err := fmt.Sscanf(sc.Text(), "BED %d %d %d", &index, &initPid, &sshdPid); err == nil {
+				done <- nil
+				io.Copy(io.Discard, out)
+				return
+			}
+		}
+		done <- fmt.Errorf("child ended without a bed")
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			cmd.Process.Kill()
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("child did not build its bed in 30s")
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	for _, pid := range []int{initPid, sshdPid} {
+		WaitFor(t, fmt.Sprintf("pid %d to die with its test process", pid), 5*time.Second, func() error {
+			if syscall.Kill(pid, 0) == nil && !isZombie(pid) {
+				return fmt.Errorf("still running")
+			}
+			return nil
+		})
+	}
+	p := prefixOf(index)
+	if _, err := os.Stat(filepath.Join(netnsDir, p+"old")); err != nil {
+		t.Fatalf("the crashed bed's namespace is already gone: %v", err)
+	}
+	sweepStale()
+	for _, h := range []string{"lan", "old", "new", "client"} {
+		if _, err := os.Stat(filepath.Join(netnsDir, p+h)); err == nil {
+			t.Errorf("%s%s survives the sweep", p, h)
+		}
+	}
+	if _, err := os.Stat("/sys/class/net/" + rootLink(index)); err == nil {
+		t.Errorf("%s survives the sweep", rootLink(index))
 	}
 }
