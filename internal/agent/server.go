@@ -244,6 +244,15 @@ func serveCall(ctx context.Context, frames <-chan frameOrErr, fw *frameWriter, h
 				err := <-done
 				return &f, err
 			}
+			if ended && f.err == io.EOF {
+				// The caller closed its side after its stream ended, maybe
+				// as soon as it read our response: not an error. Stop a
+				// handler that is still running and end the session.
+				cancel()
+				err := <-done
+				<-fed
+				return &f, err
+			}
 			if f.err != nil {
 				err := f.err
 				if err == io.EOF {
