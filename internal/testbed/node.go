@@ -199,6 +199,9 @@ func (n *Node) startInit(private []string) error {
 		return fmt.Errorf("host init of %s did not come up: %s", n.Name, bytes.TrimSpace(log))
 	}
 	for _, d := range private {
+		if emptyDirs[d] {
+			continue
+		}
 		if err := n.copySkeleton(d); err != nil {
 			return fmt.Errorf("%s: private %s: %w", n.Name, d, err)
 		}
@@ -209,6 +212,10 @@ func (n *Node) startInit(private []string) error {
 // extraDirs are created in the private tmpfs even when the real system
 // lacks them (sshd's privilege separation directory is compiled in).
 var extraDirs = map[string]os.FileMode{"/run/sshd": 0o755, "/run/lock": 0o777 | os.ModeSticky}
+
+// emptyDirs start empty in every host: they hold data (the docroot, the
+// agent, migrated trees) and must not inherit the machine's.
+var emptyDirs = map[string]bool{"/srv": true, "/var/lib/migrate": true}
 
 // skipSkeleton are not recreated: other beds' state and per-user mounts.
 var skipSkeleton = map[string]bool{"/run/netns": true, LockDir: true, "/run/user": true}

@@ -40,7 +40,9 @@ type Options struct {
 	PrivateDirs []string
 }
 
-// DefaultPrivateDirs get a private tmpfs in every host. /tmp is shared
+// DefaultPrivateDirs get a private tmpfs in every host. /srv and
+// /var/lib/migrate start empty; /run and /var/log get the skeleton of the
+// real directories. /tmp is shared
 // with the test runner on purpose, so tests can hand files written to
 // t.TempDir() to programs inside a host.
 var DefaultPrivateDirs = []string{"/run", "/srv", "/var/lib/migrate", "/var/log"}
