@@ -99,10 +99,6 @@ func connect(ctx context.Context, via *ssh.Client, t target, opts Options, timeo
 		return nil, err
 	}
 	defer closeAgent()
-	if len(auth) == 0 {
-		return nil, hint.With(fmt.Errorf("ssh %s: no private key to offer", addr),
-			"pass a key with -i FILE, start ssh-agent with a key (SSH_AUTH_SOCK), or set IdentityFile in ~/.ssh/config")
-	}
 	config := &ssh.ClientConfig{
 		Config:            ssh.Config{KeyExchanges: kexPreference},
 		User:              t.User,
@@ -122,6 +118,11 @@ func connect(ctx context.Context, via *ssh.Client, t target, opts Options, timeo
 	}
 	if err != nil {
 		return nil, dialError(addr, err, time.Since(start), timeout)
+	}
+	if len(auth) == 0 {
+		conn.Close()
+		return nil, hint.With(fmt.Errorf("ssh %s: no private key to offer", addr),
+			"pass a key with -i FILE, start ssh-agent with a key (SSH_AUTH_SOCK), or set IdentityFile in ~/.ssh/config")
 	}
 	// The handshake has no context: bound it by the deadline and close
 	// the connection if ctx is cancelled first.
@@ -213,8 +214,11 @@ func syscallReason(err error) string {
 }
 
 func roundTook(d time.Duration) time.Duration {
-	if d >= time.Second {
+	switch {
+	case d >= time.Second:
 		return d.Round(100 * time.Millisecond)
+	case d >= 10*time.Millisecond:
+		return d.Round(time.Millisecond)
 	}
-	return d.Round(time.Millisecond)
+	return d.Round(10 * time.Microsecond)
 }

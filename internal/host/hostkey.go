@@ -161,7 +161,7 @@ func (c *hostKeyChecker) check(name string, key ssh.PublicKey) error {
 		err = c.db(name, fakeAddr(name), key)
 	}
 	if err == nil {
-		c.log.Debug("host key verified", "host", khName, "fingerprint", fp)
+		c.log.Debug("host key verified", "known_hosts_name", khName, "fingerprint", fp)
 		return nil
 	}
 	var ke *knownhosts.KeyError
@@ -217,6 +217,6 @@ func (c *hostKeyChecker) record(khName string, key ssh.PublicKey) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("record host key: %w", err)
 	}
-	c.log.Warn("trusted new host key", "host", khName, "type", key.Type(), "fingerprint", ssh.FingerprintSHA256(key), "file", file)
+	c.log.Warn("trusted new host key", "known_hosts_name", khName, "type", key.Type(), "fingerprint", ssh.FingerprintSHA256(key), "file", file)
 	return nil
 }
