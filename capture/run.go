@@ -1,0 +1,557 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/migrate-tool/migrate/internal/dpkg"
+	"github.com/migrate-tool/migrate/internal/elfdep"
+	"github.com/migrate-tool/migrate/internal/hint"
+)
+
+// Trace modes.
+const (
+	TraceAuto    = ""        // trace when root and strace allow it, else note and continue
+	TraceOff     = "off"     // never trace
+	TraceRequire = "require" // fail if the start-up cannot be traced
+)
+
+// Options say what to capture. Service or Port names the service.
+type Options struct {
+	Service  string    `json:"service,omitempty"` // package, process, profile or init script name
+	Port     int       `json:"port,omitempty"`    // or: the port it listens on
+	Host     string    `json:"host,omitempty"`    // label recorded in the manifest (default: hostname)
+	Since    *Manifest `json:"since,omitempty"`   // base manifest: write a delta against it
+	WithLogs bool      `json:"with_logs,omitempty"`
+	Include  []string  `json:"include,omitempty"` // extra paths (trees) to capture
+	Exclude  []string  `json:"exclude,omitempty"` // globs (full path or base name) or path prefixes to leave out
+	Trace    string    `json:"trace,omitempty"`   // TraceAuto, TraceOff or TraceRequire
+	Output   string    `json:"-"`                 // archive path, never captured itself
+
+	Logger *slog.Logger `json:"-"`
+}
+
+// docPrefixes are package paths left out: documentation is not needed to run.
+var docPrefixes = []string{"/usr/share/doc/", "/usr/share/man/", "/usr/share/info/", "/usr/share/lintian/", "/usr/share/bug/"}
+
+// alwaysFiles are small system files a chrooted service commonly needs
+// beyond its libraries (see TESTBED.md's soft misses).
+var alwaysFiles = []string{"/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/hosts", "/etc/host.conf",
+	"/etc/localtime", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ssl/openssl.cnf", "/etc/mime.types", "/etc/services",
+	"/etc/protocols", "/etc/resolv.conf", "/etc/os-release"}
+
+var alwaysDevices = []string{"/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"}
+
+// Collect identifies the running service and builds its manifest, hashing
+// every file. Nothing is written. With opts.Since the result is a delta.
+func Collect(ctx context.Context, opts Options) (*Manifest, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Service == "" && opts.Port == 0 {
+		return nil, hint.With(errors.New("no service named"), "give --service NAME or --port N")
+	}
+	start := time.Now()
+	log := opts.Logger
+	c := newCollector(log, opts.Exclude, opts.WithLogs)
+	if opts.Output != "" {
+		if abs, err := filepath.Abs(opts.Output); err == nil {
+			c.skip[abs] = true
+		}
+	}
+	pk := openPackages(c)
+	s, err := findService(opts, pk.owners)
+	if err != nil {
+		return nil, err
+	}
+	log.Debug("service found", "service", s.name, "profile", s.prof.name, "pid", s.main.PID, "procs", len(s.procs), "took", time.Since(start))
+	c.acc = readAccounts()
+	c.fromProcesses(s)
+	c.fromPackages(pk, s)
+	for _, t := range s.prof.config(s) {
+		if cp := c.add(t, "config"); cp != "" {
+			c.config = append(c.config, cp)
+			c.addTree(cp, "config")
+		}
+	}
+	s.prof.data(c, s)
+	startArgv := s.prof.start(s)
+	c.trace(ctx, opts.Trace, s, startArgv)
+	for _, p := range opts.Include {
+		c.addTree(p, "include")
+	}
+	for _, p := range alwaysFiles {
+		c.add(p, "system")
+	}
+	for _, p := range alwaysDevices {
+		c.addDevice(p)
+	}
+	c.elfClosure()
+	log.Debug("paths collected", "n", len(c.items), "took", time.Since(start))
+	acc := c.acc
+	es, err := c.entries(ctx, acc, pk.owner)
+	if err != nil {
+		return nil, err
+	}
+	m := &Manifest{Version: ManifestVersion, Kind: KindFull, Host: opts.Host, Service: s.name, Created: time.Now().UTC(),
+		Entries: compact(es), Start: startArgv, Stop: s.prof.stop(s), Ports: s.ports}
+	c.markOrigins(m, pk)
+	c.finish(m, s, acc, pk)
+	log.Debug("manifest built", "entries", len(m.Entries), "took", time.Since(start))
+	if opts.Since != nil {
+		return Delta(opts.Since, m)
+	}
+	return m, nil
+}
+
+// fromProcesses adds what /proc shows: executables, mapped files (NSS and
+// dlopen'ed modules), open files and devices, working directories.
+func (c *collector) fromProcesses(s *service) {
+	for _, p := range s.procs {
+		c.add(p.Exe, "exe")
+		for _, m := range p.Maps {
+			c.add(m, fmt.Sprintf("mapped:%s", p.Comm))
+		}
+		for _, f := range p.Files {
+			switch {
+			case strings.HasPrefix(f, "/dev/"):
+				c.addDevice(f)
+			case isLog(f):
+				c.logFile(f)
+			default:
+				c.add(f, "proc-open")
+			}
+		}
+		if p.Root != "" && p.Root != "/" {
+			c.note("process %d (%s) runs chrooted in %s", p.PID, p.Comm, p.Root)
+		}
+		if u := c.acc.uname[p.UID]; u != "" {
+			c.user(u)
+		}
+	}
+}
+
+// fromPackages adds the files of the service's own packages (without
+// documentation) and classifies its conffiles.
+func (c *collector) fromPackages(pk *packages, s *service) {
+	names := map[string]bool{}
+	if s.main.Exe != "" {
+		for _, o := range pk.owners(canonicalPath(s.main.Exe)) {
+			names[o] = true
+		}
+	}
+	for _, n := range s.prof.packages {
+		if pk.installed(n) {
+			names[n] = true
+		}
+	}
+	var list []string
+	for n := range names {
+		list = append(list, n)
+	}
+	sort.Strings(list)
+	docs := 0
+	for _, n := range list {
+		files, conf := pk.files(n)
+		for _, f := range files {
+			if hasAnyPrefix(f+"/", docPrefixes) {
+				docs++
+				continue
+			}
+			c.add(f, "package:"+n)
+		}
+		for path, changed := range conf {
+			cp := c.add(path, "package:"+n)
+			if cp == "" {
+				c.note("conffile %s of %s was removed by the admin", path, n)
+			} else if changed {
+				c.mark(cp, "conffile-changed")
+			}
+		}
+	}
+	if docs > 0 {
+		c.note("left out %d documentation files of %s", docs, strings.Join(list, ", "))
+	}
+}
+
+func hasAnyPrefix(s string, ps []string) bool {
+	for _, p := range ps {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// trace runs the start-up under strace in throwaway namespaces and adds
+// the executed and opened files; without root or strace it notes why.
+func (c *collector) trace(ctx context.Context, mode string, s *service, argv []string) {
+	if mode == TraceOff {
+		c.note("start-up not traced (--trace off)")
+		return
+	}
+	var addrs []string
+	for _, p := range s.ports {
+		addrs = append(addrs, p.Addr)
+	}
+	res, err := traceStart(ctx, argv, s.main.Cwd, s.main.Env, addrs)
+	if err != nil {
+		c.note("start-up not traced: %v; relying on /proc and the package database", err)
+		c.traceErr = err
+		return
+	}
+	c.log.Debug("traced start-up", "procs", res.Procs, "execs", len(res.Execs), "opens", len(res.Opens))
+	c.traced = res.Procs
+	for _, p := range res.Execs {
+		if cp := c.add(p, "trace:exec"); cp != "" {
+			c.shebang(cp)
+		}
+	}
+	for _, p := range res.Opens {
+		switch {
+		case strings.HasPrefix(p, "/dev/"):
+			c.addDevice(p)
+		case isLog(p):
+			c.logFile(p)
+		default:
+			if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+				c.add(p, "trace:dir")
+			} else {
+				c.add(p, "trace:open")
+			}
+		}
+	}
+	for _, p := range res.Created {
+		if !strings.HasPrefix(p, "/dev/") && !skipPath(p) {
+			c.runtimeDir(filepath.Dir(p), "runtime:created")
+		}
+	}
+}
+
+// shebang adds the interpreter of a script.
+func (c *collector) shebang(p string) {
+	f, err := os.Open(p)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	b := make([]byte, 256)
+	n, _ := f.Read(b)
+	if n < 3 || string(b[:2]) != "#!" {
+		return
+	}
+	line, _, _ := strings.Cut(string(b[2:n]), "\n")
+	if fs := strings.Fields(line); len(fs) > 0 {
+		c.add(fs[0], "shebang:"+p)
+	}
+}
+
+// elfClosure adds the shared-library closure (and loader) of every
+// collected executable and library.
+func (c *collector) elfClosure() {
+	var roots []string
+	for p := range c.items {
+		fi, err := os.Lstat(p)
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		if fi.Mode()&0o111 != 0 || strings.Contains(filepath.Base(p), ".so") {
+			roots = append(roots, p)
+		}
+	}
+	sort.Strings(roots)
+	r := elfdep.NewResolver()
+	cl := r.Closure(roots)
+	for _, d := range cl.Deps {
+		reason := "elf-needed:" + d.NeededBy[0]
+		if d.Interp {
+			reason = "elf-interp:" + d.NeededBy[0]
+		}
+		c.add(d.Path, reason)
+	}
+	for name, by := range cl.Missing {
+		c.note("library %s needed by %s not found", name, by)
+	}
+}
+
+// markOrigins adds "admin-added" to files in configuration trees that no
+// package owns.
+func (c *collector) markOrigins(m *Manifest, pk *packages) {
+	for i := range m.Entries {
+		e := &m.Entries[i]
+		if e.Package != "" || e.Type == TypeDir || !pk.ok {
+			continue
+		}
+		for _, t := range c.config {
+			if strings.HasPrefix(e.Path, t+"/") {
+				e.Reasons = append(e.Reasons, "admin-added")
+				break
+			}
+		}
+	}
+}
+
+// finish fills accounts, runtime directories, packages, host facts and notes.
+func (c *collector) finish(m *Manifest, s *service, acc *accounts, pk *packages) {
+	uids, gids := map[int]bool{}, map[int]bool{}
+	for _, p := range s.procs {
+		uids[p.UID], gids[p.GID] = true, true
+	}
+	for _, e := range m.Entries {
+		uids[e.UID], gids[e.GID] = true, true
+	}
+	for n := range c.users {
+		if u, ok := acc.users[n]; ok {
+			uids[u.UID], gids[u.GID] = true, true
+		} else {
+			c.note("user %s named by the configuration does not exist", n)
+		}
+	}
+	for n := range c.groups {
+		if g, ok := acc.groups[n]; ok {
+			gids[g.GID] = true
+		}
+	}
+	for _, u := range acc.users {
+		if uids[u.UID] && acc.uname[u.UID] == u.Name {
+			m.Users = append(m.Users, u)
+			gids[u.GID] = true
+		}
+	}
+	for _, g := range acc.groups {
+		if gids[g.GID] && acc.gname[g.GID] == g.Name {
+			m.Groups = append(m.Groups, g)
+		}
+	}
+	sort.Slice(m.Users, func(i, j int) bool { return m.Users[i].UID < m.Users[j].UID })
+	sort.Slice(m.Groups, func(i, j int) bool { return m.Groups[i].GID < m.Groups[j].GID })
+	for d := range c.runtime {
+		fi, err := os.Stat(d)
+		if err != nil {
+			continue
+		}
+		st := statT(fi)
+		dir := Dir{Path: d, Mode: uint32(fi.Mode().Perm())}
+		if st != nil {
+			dir.Mode, dir.UID, dir.GID = st.Mode&0o7777, int(st.Uid), int(st.Gid)
+		}
+		dir.User, dir.Group = acc.uname[dir.UID], acc.gname[dir.GID]
+		m.RuntimeDirs = append(m.RuntimeDirs, dir)
+	}
+	sort.Slice(m.RuntimeDirs, func(i, j int) bool { return m.RuntimeDirs[i].Path < m.RuntimeDirs[j].Path })
+	m.Packages = pk.used(m.Entries)
+	m.OS, m.Arch, m.Kernel = osRelease(), runtime.GOARCH, kernelRelease()
+	if m.Host == "" {
+		m.Host, _ = os.Hostname()
+	}
+	m.Notes = append(m.Notes, c.notes...)
+}
+
+func osRelease() string {
+	b, _ := os.ReadFile("/etc/os-release")
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "PRETTY_NAME="); ok {
+			return strings.Trim(v, `"`)
+		}
+	}
+	return ""
+}
+
+func kernelRelease() string {
+	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return strings.TrimSpace(string(b))
+}
+
+// maxAttempts bounds how often an archive is rewritten because a file
+// changed or vanished while it was being written.
+const maxAttempts = 3
+
+// WriteFile writes the archive for m to path (temp file + rename). A file
+// that changed while being archived is re-hashed and the archive written
+// again; one that vanished is dropped with a note — at most maxAttempts
+// times, then the error names the file.
+func WriteFile(ctx context.Context, path string, m *Manifest) error {
+	for attempt := 1; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		err := Create(path, m, OpenFile)
+		var se *SourceError
+		if err == nil || !errors.As(err, &se) {
+			return err
+		}
+		if attempt == maxAttempts {
+			return hint.With(fmt.Errorf("%w (after %d attempts)", err, attempt),
+				"the file keeps changing; pause its writer or --exclude it, then capture again")
+		}
+		if rerr := refresh(m, se); rerr != nil {
+			return rerr
+		}
+	}
+}
+
+// refresh updates the entry named by se: re-hash it, or drop it if gone.
+func refresh(m *Manifest, se *SourceError) error {
+	e := m.Lookup(se.Path)
+	if e == nil {
+		return se
+	}
+	switch {
+	case errors.Is(se.Err, os.ErrNotExist):
+		e.Type = ""
+		m.Entries = compact(m.Entries)
+		m.Notes = append(m.Notes, "vanished during capture, skipped: "+se.Path)
+	case errors.Is(se.Err, ErrChanged):
+		if err := hashEntry(e); err != nil {
+			return &SourceError{Path: e.Path, Err: err}
+		}
+		m.Notes = append(m.Notes, "changed during capture, re-read: "+se.Path)
+	case errors.Is(se.Err, os.ErrPermission), errors.Is(se.Err, syscall.EACCES):
+		return hint.With(se, "run the capture as root on the source host")
+	default:
+		return se
+	}
+	return nil
+}
+
+// Run collects the service and writes its archive to w; it returns the
+// manifest written. The archive is first spooled to a temp file (so a file
+// changing mid-capture can be re-read) and then copied to w.
+func Run(ctx context.Context, opts Options, w io.Writer) (*Manifest, error) {
+	m, err := Collect(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "migrate-capture-")
+	if err != nil {
+		return nil, fmt.Errorf("spool archive: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	spool := filepath.Join(dir, "archive.tar.zst")
+	if err := WriteFile(ctx, spool, m); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(spool)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if _, err := io.Copy(w, f); err != nil {
+		return nil, fmt.Errorf("send archive: %w", err)
+	}
+	return m, nil
+}
+
+// packages wraps the package database (dpkg, or rpm as a fallback).
+type packages struct {
+	ok   bool
+	db   *dpkg.DB
+	rpm  *rpmDB
+	seen map[string]bool
+}
+
+func openPackages(c *collector) *packages {
+	pk := &packages{seen: map[string]bool{}}
+	db, err := dpkg.Open("")
+	if err == nil {
+		db.IndexOwners(canonicalPath)
+		pk.db, pk.ok = db, true
+		return pk
+	}
+	if r := openRPM(); r != nil {
+		pk.rpm, pk.ok = r, true
+		c.note("no dpkg database; using rpm")
+		return pk
+	}
+	c.note("no package database (dpkg or rpm): package origins unknown, admin-added files not told apart")
+	return pk
+}
+
+func (pk *packages) owners(p string) []string {
+	switch {
+	case pk.db != nil:
+		return pk.db.Owners(p)
+	case pk.rpm != nil:
+		return pk.rpm.owners(p)
+	}
+	return nil
+}
+
+func (pk *packages) owner(p string) string {
+	if o := pk.owners(p); len(o) > 0 {
+		pk.seen[o[0]] = true
+		return o[0]
+	}
+	return ""
+}
+
+func (pk *packages) installed(name string) bool {
+	switch {
+	case pk.db != nil:
+		return pk.db.Lookup(name) != nil
+	case pk.rpm != nil:
+		return pk.rpm.installed(name)
+	}
+	return false
+}
+
+// files returns a package's files and its conffiles (path -> changed).
+func (pk *packages) files(name string) ([]string, map[string]bool) {
+	switch {
+	case pk.db != nil:
+		p := pk.db.Lookup(name)
+		if p == nil {
+			return nil, nil
+		}
+		files, _ := pk.db.Files(p)
+		conf := map[string]bool{}
+		for _, cf := range p.Conffiles {
+			if cf.Obsolete {
+				continue
+			}
+			sum, err := md5File(cf.Path)
+			if err == nil {
+				conf[cf.Path] = sum != cf.MD5
+			} else if errors.Is(err, os.ErrNotExist) {
+				conf[cf.Path] = true
+			}
+		}
+		return files, conf
+	case pk.rpm != nil:
+		return pk.rpm.files(name)
+	}
+	return nil, nil
+}
+
+func (pk *packages) used(es []Entry) []Package {
+	names := map[string]bool{}
+	for _, e := range es {
+		if e.Package != "" {
+			names[e.Package] = true
+		}
+	}
+	var out []Package
+	for n := range names {
+		p := Package{Name: n}
+		if pk.db != nil {
+			if d := pk.db.Lookup(n); d != nil {
+				p.Version, p.Arch, p.Manager = d.Version, d.Arch, "dpkg"
+			}
+		} else if pk.rpm != nil {
+			p.Version, p.Manager = pk.rpm.version(n), "rpm"
+		}
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
