@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"context"
+	"io"
+	"strconv"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -53,4 +56,47 @@ func fill(s string, kv ...string) string {
 		s = strings.ReplaceAll(s, "@"+kv[i]+"@", kv[i+1])
 	}
 	return s
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
+
+// startProxy parses src and serves it until the test ends.
+func startProxy(t testing.TB, src string, alog io.Writer) *Server {
+	t.Helper()
+	cfg, err := Parse("test.cfg", []byte(src))
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, src)
+	}
+	cfg.Alive = max(cfg.Alive, time.Second)
+	s, err := NewServer(cfg, Options{AccessLog: alog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+	})
+	return s
+}
+
+func hostPort(u string) string {
+	return strings.TrimPrefix(strings.TrimPrefix(u, "http://"), "https://")
+}
+
+func portOf(u string) string {
+	_, p, _ := net.SplitHostPort(hostPort(u))
+	return p
 }
