@@ -35,4 +35,15 @@ func init() {
 		}
 		return commit(ctx, p, c.Log)
 	})
+	for method, fn := range map[string]func(context.Context, ServiceOptions) (*ServiceStatus, error){
+		MethodStart: startService, MethodStop: stopService, MethodStatus: serviceStatus, MethodRemove: removeService,
+	} {
+		agent.Register(method, func(ctx context.Context, c *agent.Call) (any, error) {
+			var o ServiceOptions
+			if err := c.Decode(&o); err != nil {
+				return nil, err
+			}
+			return fn(ctx, o)
+		})
+	}
 }
