@@ -212,6 +212,7 @@ func Unavailable(t testing.TB, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	if os.Getenv("MIGRATE_E2E_REQUIRE") == "1" {
 		t.Fatalf("e2e requirement missing (MIGRATE_E2E_REQUIRE=1): %s", msg)
+		return
 	}
 	t.Skipf("skipping e2e test: %s (set MIGRATE_E2E_REQUIRE=1 to fail instead)", msg)
 }
