@@ -191,4 +191,3 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
-
