@@ -32,6 +32,12 @@ type Updater struct {
 	// the update (status "pending"), and after it. A failed update removes it.
 	RecordPath string
 	Logger     *slog.Logger
+
+	// expected, when set, are the sets the zone must hold for the update
+	// (instead of the ones read): Restore requires what the change put in.
+	expected []RRset
+
+	beforeSend func() // test hook: runs between reading and updating
 }
 
 // editTypes are the types a name's records are read and changed in.
@@ -84,6 +90,7 @@ func (u *Updater) Restore(ctx context.Context, c *Change) (*Change, error) {
 			types = append(types, t)
 		}
 	}
+	uu.expected = c.New
 	return uu.apply(ctx, "restore", c.Name, types, func(zone string, cur []RRset) ([]RRset, error) {
 		return c.Old, nil
 	})
@@ -172,7 +179,9 @@ func (u *Updater) apply(ctx context.Context, op, name string, types []uint16, pl
 			n.Data = []string{}
 		}
 		old := findSet(cur, n.Type, name)
-		if old.equal(n) && old.TTL == n.TTL {
+		if u.expected != nil {
+			old = findSet(u.expected, n.Type, name)
+		} else if old.equal(n) && old.TTL == n.TTL {
 			continue
 		}
 		ch.Old = append(ch.Old, old)

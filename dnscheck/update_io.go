@@ -141,19 +141,27 @@ func (u *Updater) read(ctx context.Context, c *client, server, zone, name string
 func (u *Updater) send(ctx context.Context, c *client, primary string, ch *Change) error {
 	m := new(dns.Msg)
 	m.SetUpdate(ch.Zone)
-	for i, old := range ch.Old {
+	// Prerequisites, then every deletion, then the additions: a CNAME
+	// must be gone before an A goes in beside it, and the other way round.
+	for _, old := range ch.Old {
 		hdr := []dns.RR{&dns.ANY{Hdr: dns.RR_Header{Name: ch.Name, Rrtype: old.typeCode(), Class: dns.ClassINET}}}
-		if old.Exists() {
-			rrs, err := old.rrs()
-			if err != nil {
-				return err
-			}
-			m.Used(rrs)
-			m.RemoveRRset(hdr)
-		} else {
+		if !old.Exists() {
 			m.RRsetNotUsed(hdr)
+			continue
 		}
-		rrs, err := ch.New[i].rrs()
+		rrs, err := old.rrs()
+		if err != nil {
+			return err
+		}
+		m.Used(rrs)
+	}
+	for _, old := range ch.Old {
+		if old.Exists() {
+			m.RemoveRRset([]dns.RR{&dns.ANY{Hdr: dns.RR_Header{Name: ch.Name, Rrtype: old.typeCode(), Class: dns.ClassINET}}})
+		}
+	}
+	for _, n := range ch.New {
+		rrs, err := n.rrs()
 		if err != nil {
 			return err
 		}
@@ -163,6 +171,9 @@ func (u *Updater) send(ctx context.Context, c *client, primary string, ch *Chang
 		if err := WriteChange(u.RecordPath, ch); err != nil {
 			return fmt.Errorf("change record: %w", err)
 		}
+	}
+	if u.beforeSend != nil {
+		u.beforeSend()
 	}
 	err := u.exchangeUpdate(ctx, primary, ch.Zone, m)
 	if err != nil {
