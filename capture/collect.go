@@ -75,7 +75,7 @@ func (c *collector) mark(p, reason string) {
 
 // skipPath reports kernel and scratch file systems that are never captured.
 func skipPath(p string) bool {
-	for _, pre := range []string{"/proc", "/sys", "/dev", "/tmp", "/run/netns", "/var/tmp"} {
+	for _, pre := range []string{"/proc", "/sys", "/dev", "/run/netns"} {
 		if p == pre || strings.HasPrefix(p, pre+"/") {
 			return true
 		}

@@ -179,6 +179,12 @@ func postfixData(c *collector, s *service) {
 	c.addTree(vals["mail_spool_directory"], "data:spool")
 	c.addTree(vals["data_directory"], "data:state")
 	for k, v := range vals {
+		if (strings.HasSuffix(k, "_file") || strings.HasSuffix(k, "_CAfile")) && strings.HasPrefix(v, "/") {
+			c.add(v, "config:"+k)
+		}
+		if strings.HasSuffix(k, "_CApath") && strings.HasPrefix(v, "/") {
+			c.addTree(v, "config:"+k)
+		}
 		if strings.HasSuffix(k, "_maps") || strings.HasSuffix(k, "_checks") || k == "alias_database" {
 			for _, f := range mapFiles(v) {
 				c.add(f, "config:"+k)

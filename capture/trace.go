@@ -95,7 +95,7 @@ func overlayMounts() []string {
 			continue
 		}
 		mp := unescapeMount(f[4])
-		if skipFS[g[0]] || skipPath(mp) || seen[mp] {
+		if skipFS[g[0]] || skipPath(mp) || seen[mp] || mp == "/tmp" || strings.HasPrefix(mp, "/tmp/") {
 			continue // kernel file systems, and /tmp where the trace's own scratch lives
 		}
 		seen[mp] = true
@@ -274,7 +274,7 @@ func parseTraceFile(path string, st procState, res *traceResult, seen map[string
 			continue // relative to a directory fd we do not track
 		}
 		full := st.resolve(p)
-		if strings.HasPrefix(full, "/.migrate-trace") {
+		if strings.HasPrefix(full, "/.migrate-trace") || strings.HasPrefix(full, "/tmp/") {
 			continue
 		}
 		key := call + " " + full
