@@ -312,3 +312,25 @@ func TestCollectLive(t *testing.T) {
 		t.Fatalf("incomplete: %+v", got)
 	}
 }
+
+// FuzzParseNet: arbitrary /proc/net tables never panic, and every socket
+// returned has a port and an address.
+func FuzzParseNet(f *testing.F) {
+	f.Add(tcpTable)
+	f.Add(tcp6Table)
+	f.Add(udpTable)
+	f.Add("h\n 0: 0100007F:0035 0 0A 0 0 0 0 0 zz\n")
+	f.Fuzz(func(t *testing.T, data string) {
+		for _, proto := range []string{"tcp", "udp6"} {
+			socks, err := parseNet(proto, data)
+			if err != nil {
+				continue
+			}
+			for _, s := range socks {
+				if s.Port <= 0 || s.Port > 65535 || s.Address == "" || s.Address == "<nil>" {
+					t.Fatalf("bad socket %+v", s)
+				}
+			}
+		}
+	})
+}

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // Spec is a parsed host spec. Host is empty and Local true for "local".
@@ -62,7 +63,7 @@ func ParseSpec(spec string) (Spec, error) {
 		if s.User == "" {
 			return s, fmt.Errorf("host spec %q: empty user name", spec)
 		}
-		if strings.ContainsAny(s.User, "@/:") {
+		if strings.ContainsAny(s.User, "@/:#?%[]") || strings.IndexFunc(s.User, unicode.IsControl) >= 0 {
 			return s, fmt.Errorf("host spec %q: bad user name %q", spec, s.User)
 		}
 	}
@@ -115,7 +116,7 @@ func splitHostPort(hp string) (string, int, error) {
 	if host == "" {
 		return "", 0, fmt.Errorf("missing host name")
 	}
-	if strings.ContainsAny(host, "/@[]") {
+	if net.ParseIP(host) == nil && !validHostName(host) {
 		return "", 0, fmt.Errorf("bad host name %q", host)
 	}
 	port := 0
@@ -127,6 +128,17 @@ func splitHostPort(hp string) (string, int, error) {
 		port = p
 	}
 	return host, port, nil
+}
+
+// validHostName accepts DNS names and ssh_config aliases made of letters,
+// digits, '-', '_' and '.'.
+func validHostName(h string) bool {
+	for _, r := range h {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return h != ""
 }
 
 func unwrapURLError(err error) error {

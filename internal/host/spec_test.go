@@ -1,9 +1,11 @@
 package host
 
 import (
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -41,6 +43,8 @@ func TestParseSpec(t *testing.T) {
 		{in: "[::1", wantErr: `host spec "[::1": missing ']' in "[::1"`},
 		{in: "fd00::zz", wantErr: `host spec "fd00::zz": "fd00::zz" is not an IPv6 address (use [addr]:port)`},
 		{in: "web 1", wantErr: `host spec "web 1": contains white space`},
+		{in: "we#b", wantErr: `host spec "we#b": bad host name "we#b"`},
+		{in: "a@b@c", wantErr: `host spec "a@b@c": bad user name "a@b"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -160,4 +164,37 @@ func TestSSHConfigErrors(t *testing.T) {
 	if _, err := loadSSHConfig(""); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// FuzzParseSpec: any input either fails or yields a spec whose parts are
+// sane and whose canonical form parses back to the same spec.
+func FuzzParseSpec(f *testing.F) {
+	for _, s := range []string{"local", "root@web1:22", "ssh://u@[fd00::1]:2222", "fd00::1", "[::1", "a@b@c", "ssh://%zz", "h:65536"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		s, err := ParseSpec(in)
+		if err != nil || s.Local {
+			return
+		}
+		if s.Host == "" || s.Port < 0 || s.Port > 65535 || strings.ContainsAny(s.Host, "/@ \t\n") {
+			t.Fatalf("ParseSpec(%q) = %+v", in, s)
+		}
+		canon := "ssh://"
+		if s.User != "" {
+			canon += url.User(s.User).String() + "@"
+		}
+		host := s.Host
+		if strings.Contains(host, ":") {
+			host = "[" + host + "]"
+		}
+		canon += host
+		if s.Port != 0 {
+			canon += ":" + strconv.Itoa(s.Port)
+		}
+		s2, err := ParseSpec(canon)
+		if err != nil || s2.User != s.User || s2.Host != s.Host || s2.Port != s.Port {
+			t.Fatalf("ParseSpec(%q) = %+v; canonical %q gives %+v, %v", in, s, canon, s2, err)
+		}
+	})
 }
