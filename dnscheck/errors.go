@@ -52,7 +52,7 @@ func rcodeHint(rc int, update bool) string {
 		return "the TSIG time check failed: the clocks of this machine and the server differ by more than 5 minutes"
 	case dns.RcodeRefused:
 		if update {
-			return "the server does not allow this update: sign it with a key named in its allow-update (--tsig-key or $" + KeyEnv + ")"
+			return "the server does not allow this update: send it to the primary (--server) signed with a key its allow-update names (--tsig-key or $" + KeyEnv + ")"
 		}
 		return "the server refused: it may not serve this zone, or not allow this query (zone transfers need a key in allow-transfer)"
 	case dns.RcodeNotAuth:
