@@ -165,9 +165,9 @@ func printFactsText(w io.Writer, spec string, fa *facts.Facts, blank bool) error
 
 	b.WriteString("\nMOUNT\tFSTYPE\tSIZE\tFREE\tUSE%\n")
 	for _, m := range fa.Mounts {
-		use := 0.0
-		if m.Size > 0 {
-			use = 100 * float64(m.Size-m.Free) / float64(m.Size)
+		use, used := 0.0, m.Size-m.Free
+		if used+m.Avail > 0 { // as df: root's reserve is neither used nor available
+			use = 100 * float64(used) / float64(used+m.Avail)
 		}
 		fmt.Fprintf(&b, "%s\t%s\t%s\t%s\t%.0f%%\n", m.Path, m.FSType, factsBytes(m.Size), factsBytes(m.Avail), use)
 	}
