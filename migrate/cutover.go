@@ -1,0 +1,495 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/migrate-tool/migrate/capture"
+	"github.com/migrate-tool/migrate/dnscheck"
+	"github.com/migrate-tool/migrate/internal/hint"
+	"github.com/migrate-tool/migrate/internal/host"
+	"github.com/migrate-tool/migrate/transfer"
+)
+
+// Options are what the steps of a migration need beyond its plan.
+type Options struct {
+	// OpenHost connects to a host spec (cmd passes its SSH options).
+	OpenHost func(ctx context.Context, spec string) (host.Host, error)
+	// Key signs DNS updates; nil when the plan switches no DNS.
+	Key *dnscheck.Key
+	// Dest is the directory on the new host holding NAME/root
+	// (default transfer.DefaultDest).
+	Dest string
+	// HealthPath is requested on the new host for HTTP services (default "/").
+	HealthPath string
+	// HoldTimeout bounds how long the old address holds connections
+	// before forwarding them anyway (default 60s).
+	HoldTimeout time.Duration
+	// DNSTTL is the TTL of the records cutover puts in (default: the old TTL).
+	DNSTTL uint32
+	// Events, if set, receives a line of progress per step.
+	Events func(Event)
+	// TransferProgress, if set, receives transfer progress.
+	TransferProgress func(transfer.Progress)
+	Logger           *slog.Logger
+
+	// failAt makes a step fail, for the rollback tests.
+	failAt string
+}
+
+// Event is the progress of one step.
+type Event struct {
+	Step   string        `json:"step"`
+	State  string        `json:"state"` // "running", "done", "skipped" (done earlier), "failed"
+	Detail string        `json:"detail,omitempty"`
+	Took   time.Duration `json:"took_ns,omitempty"`
+}
+
+func (o *Options) event(step, state, detail string, took time.Duration) {
+	if o.Events != nil {
+		o.Events(Event{Step: step, State: state, Detail: detail, Took: took})
+	}
+}
+
+func (o *Options) logger() *slog.Logger {
+	if o.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return o.Logger
+}
+
+// step runs fn as a journalled step, reporting it through Events.
+func step[T any](ctx context.Context, m *Migration, o *Options, name string, out *T, fn func(ctx context.Context) (T, error)) error {
+	start := time.Now()
+	if _, ok := m.Journal.Last(name); !ok || !m.Journal.Done(name, nil) {
+		o.event(name, "running", "", 0)
+	}
+	ran, err := Run(ctx, m.Journal, name, out, func(ctx context.Context) (T, error) {
+		if o.failAt == name {
+			var zero T
+			return zero, fmt.Errorf("%s: failure injected for a drill", name)
+		}
+		return fn(ctx)
+	})
+	switch {
+	case err != nil:
+		o.event(name, "failed", err.Error(), time.Since(start))
+	case !ran:
+		o.event(name, "skipped", "done earlier", 0)
+	default:
+		o.event(name, "done", "", time.Since(start))
+	}
+	return err
+}
+
+// session holds the open hosts of one command.
+type session struct {
+	m        *Migration
+	o        *Options
+	old, new host.Host
+}
+
+func openSession(ctx context.Context, m *Migration, o *Options) (*session, error) {
+	if o.OpenHost == nil {
+		return nil, errors.New("no way to open hosts")
+	}
+	s := &session{m: m, o: o}
+	var err error
+	if s.old, err = o.OpenHost(ctx, m.Plan.From); err != nil {
+		return nil, fmt.Errorf("old host %s: %w", m.Plan.From, err)
+	}
+	if s.new, err = o.OpenHost(ctx, m.Plan.To); err != nil {
+		s.old.Close()
+		return nil, fmt.Errorf("new host %s: %w", m.Plan.To, err)
+	}
+	return s, nil
+}
+
+func (s *session) Close() {
+	s.old.Close()
+	s.new.Close()
+}
+
+// CaptureResult is the data of the capture and final-sync steps.
+type CaptureResult struct {
+	Archive string             `json:"archive"` // path inside the migration directory
+	Summary *capture.RunResult `json:"summary"`
+}
+
+// TransferResult is the data of the transfer steps.
+type TransferResult struct {
+	Archive string         `json:"archive"`
+	Stats   transfer.Stats `json:"stats"`
+}
+
+func (s *session) capture(ctx context.Context, archive string, since *capture.Manifest) (CaptureResult, error) {
+	p := capture.RunParams{Options: capture.Options{Service: s.m.Plan.Service, Port: s.m.Plan.Port, Since: since}}
+	res, err := capture.Fetch(ctx, s.old, p, s.m.Path(archive))
+	if err != nil {
+		return CaptureResult{}, err
+	}
+	return CaptureResult{Archive: archive, Summary: res}, nil
+}
+
+func (s *session) ship(ctx context.Context, archive string) (TransferResult, error) {
+	st, err := transfer.Ship(ctx, s.new, s.m.Path(archive), transfer.Options{Name: s.m.Plan.Name, Dest: s.o.Dest,
+		Progress: s.o.TransferProgress, Logger: s.o.logger()})
+	if err != nil {
+		return TransferResult{}, err
+	}
+	return TransferResult{Archive: archive, Stats: st}, nil
+}
+
+func (s *session) serviceOptions() transfer.ServiceOptions {
+	return transfer.ServiceOptions{Name: s.m.Plan.Name, Dest: s.o.Dest}
+}
+
+// Prepare runs the steps that can happen while the old service still
+// serves: capture, transfer, and starting the service on the new host.
+func Prepare(ctx context.Context, m *Migration, o Options) error {
+	s, err := openSession(ctx, m, &o)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return s.prepare(ctx)
+}
+
+func (s *session) prepare(ctx context.Context) error {
+	m, o := s.m, s.o
+	var full CaptureResult
+	if err := step(ctx, m, o, StepCapture, &full, func(ctx context.Context) (CaptureResult, error) {
+		return s.capture(ctx, filepath.Join(ArchiveDir, "full.tar.zst"), nil)
+	}); err != nil {
+		return err
+	}
+	if err := step(ctx, m, o, StepTransfer, nil, func(ctx context.Context) (TransferResult, error) {
+		return s.ship(ctx, full.Archive)
+	}); err != nil {
+		return err
+	}
+	return step(ctx, m, o, StepStartNew, nil, func(ctx context.Context) (transfer.ServiceStatus, error) {
+		st, err := transfer.GetServiceStatus(ctx, s.new, s.serviceOptions())
+		if err == nil && st.Status == "running" {
+			return st, nil
+		}
+		return transfer.StartService(ctx, s.new, s.serviceOptions())
+	})
+}
+
+// CutoverResult sums up a cutover.
+type CutoverResult struct {
+	Transfer   TransferResult `json:"transfer"`
+	FinalSync  TransferResult `json:"final_sync"`
+	Proxy      ProxyState     `json:"proxy"`
+	HoldTime   time.Duration  `json:"hold_ns"` // from taking the address to releasing it
+	DNS        *DNSSwitch     `json:"dns,omitempty"`
+	RolledBack bool           `json:"rolled_back"`
+	Error      string         `json:"error,omitempty"`
+}
+
+// Cutover moves the service: everything Prepare does (if not done yet),
+// then preflight, takeover of the old address by the holding proxy, the
+// final delta sync, a restart and health check on the new host, release
+// of the held connections to it, and the DNS switch. Each step is
+// journalled; run again after a crash or Ctrl-C, it continues. If a step
+// after the takeover fails, it rolls back: the old service is started
+// again on the held socket and DNS is restored.
+func Cutover(ctx context.Context, m *Migration, o Options) (*CutoverResult, error) {
+	s, err := openSession(ctx, m, &o)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	if err := s.prepare(ctx); err != nil {
+		return nil, err
+	}
+	res := &CutoverResult{}
+	m.Journal.Done(StepTransfer, &res.Transfer)
+	if err := step(ctx, m, &o, StepPreflight, nil, s.preflight); err != nil {
+		return nil, err
+	}
+	if err := s.switchOver(ctx, res); err != nil {
+		if errors.Is(err, context.Canceled) {
+			// Ctrl-C: leave things as they are; the journal says where
+			// to continue.
+			return nil, err
+		}
+		res.Error = err.Error()
+		if rerr := s.rollback(context.WithoutCancel(ctx)); rerr != nil {
+			return res, fmt.Errorf("%w; rollback failed too: %v", err, rerr)
+		}
+		res.RolledBack = true
+		return res, hint.With(fmt.Errorf("cutover failed and was rolled back: %w", err),
+			"the old host serves again; fix the cause and run `migrate cutover "+m.Dir+"` again")
+	}
+	return res, nil
+}
+
+func (s *session) switchOver(ctx context.Context, res *CutoverResult) error {
+	m, o := s.m, s.o
+	var took TakeoverResult
+	if err := step(ctx, m, o, StepTakeover, &took, s.takeover); err != nil {
+		return err
+	}
+	res.Proxy = took.Proxy
+	var base capture.Manifest
+	full, err := s.base()
+	if err != nil {
+		return err
+	}
+	base = *full
+	var delta CaptureResult
+	if err := step(ctx, m, o, StepFinalSync, &res.FinalSync, func(ctx context.Context) (TransferResult, error) {
+		var err error
+		name := fmt.Sprintf("delta-%s.tar.zst", time.Now().UTC().Format("20060102T150405"))
+		if delta, err = s.capture(ctx, filepath.Join(ArchiveDir, name), &base); err != nil {
+			return TransferResult{}, err
+		}
+		return s.ship(ctx, delta.Archive)
+	}); err != nil {
+		return err
+	}
+	if err := step(ctx, m, o, StepRestart, nil, func(ctx context.Context) (transfer.ServiceStatus, error) {
+		if _, err := transfer.StopService(ctx, s.new, s.serviceOptions()); err != nil {
+			return transfer.ServiceStatus{}, err
+		}
+		st, err := transfer.StartService(ctx, s.new, s.serviceOptions())
+		if err != nil {
+			return st, err
+		}
+		_, err = s.preflightService(ctx)
+		return st, err
+	}); err != nil {
+		return err
+	}
+	if err := step(ctx, m, o, StepRelease, nil, func(ctx context.Context) (string, error) {
+		var state string
+		err := s.old.Call(ctx, MethodHoldCtl, HoldCtlParams{Socket: took.Proxy.ControlSocket, Request: HoldRequest{Cmd: HoldCmdRelease}}, &state)
+		return state, err
+	}); err != nil {
+		return err
+	}
+	if e, ok := m.Journal.Last(StepRelease); ok {
+		res.HoldTime = e.Time.Sub(took.Proxy.TakenAt)
+	}
+	if len(m.Plan.Domains) == 0 {
+		return nil
+	}
+	var sw DNSSwitch
+	if err := step(ctx, m, o, StepDNS, &sw, s.switchDNS); err != nil {
+		return err
+	}
+	res.DNS = &sw
+	return nil
+}
+
+// base returns the manifest of the full capture.
+func (s *session) base() (*capture.Manifest, error) {
+	var full CaptureResult
+	if !s.m.Journal.Done(StepCapture, &full) {
+		return nil, errors.New("no full capture in the journal")
+	}
+	r, err := capture.OpenArchive(s.m.Path(full.Archive))
+	if err != nil {
+		return nil, err
+	}
+	return r.Manifest(), nil
+}
+
+// mode says how the service is forwarded: "http" for web servers, "tcp"
+// otherwise.
+func (s *session) mode() string {
+	switch s.m.Plan.Service {
+	case "nginx", "apache2", "httpd", "lighttpd":
+		return "http"
+	}
+	return "tcp"
+}
+
+func (s *session) port() (int, error) {
+	if s.m.Plan.Port != 0 {
+		return s.m.Plan.Port, nil
+	}
+	m, err := s.base()
+	if err != nil {
+		return 0, err
+	}
+	for _, p := range m.Ports {
+		if p.Proto == "tcp" {
+			return p.Port, nil
+		}
+	}
+	return 0, hint.With(errors.New("the service listens on no TCP port"), "give the port with `migrate plan --port N`")
+}
+
+// addrOf returns the address of a host spec ("ssh://root@10.0.0.2:22" → "10.0.0.2").
+func addrOf(spec string) string {
+	if spec == "local" {
+		return "127.0.0.1"
+	}
+	if u, err := url.Parse(spec); err == nil && u.Scheme == "ssh" {
+		return u.Hostname()
+	}
+	h := spec
+	if i := strings.LastIndexByte(h, '@'); i >= 0 {
+		h = h[i+1:]
+	}
+	if hh, _, err := net.SplitHostPort(h); err == nil {
+		return hh
+	}
+	return strings.Trim(h, "[]")
+}
+
+func (s *session) newAddr() string {
+	if s.m.Plan.NewAddr != "" {
+		return s.m.Plan.NewAddr
+	}
+	return addrOf(s.m.Plan.To)
+}
+
+func (s *session) oldAddr() string {
+	if s.m.Plan.OldAddr != "" {
+		return s.m.Plan.OldAddr
+	}
+	return addrOf(s.m.Plan.From)
+}
+
+// preflight checks that the new service answers and that the DNS key is
+// accepted, before anything is touched on the old host.
+func (s *session) preflight(ctx context.Context) (string, error) {
+	detail, err := s.preflightService(ctx)
+	if err != nil {
+		return "", hint.With(fmt.Errorf("preflight: %w", err), "check the service on the new host with `migrate service status`")
+	}
+	if len(s.m.Plan.Domains) > 0 {
+		if s.o.Key == nil {
+			return "", hint.With(errors.New("preflight: the plan switches DNS but no TSIG key was given"), "give --tsig-key FILE or set MIGRATE_TSIG_KEY")
+		}
+		u := s.updater()
+		for _, d := range s.m.Plan.Domains {
+			if _, _, err := u.Probe(ctx, d); err != nil {
+				return "", fmt.Errorf("preflight: dns key: %w", err)
+			}
+		}
+		detail += "; dns key accepted"
+	}
+	return detail, nil
+}
+
+// preflightService checks the service on the new host from here.
+func (s *session) preflightService(ctx context.Context) (string, error) {
+	port, err := s.port()
+	if err != nil {
+		return "", err
+	}
+	addr := net.JoinHostPort(s.newAddr(), strconv.Itoa(port))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		detail, err := s.health(ctx, addr)
+		if err == nil {
+			return detail, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return "", err
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (s *session) health(ctx context.Context, addr string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if s.mode() != "http" {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return "", fmt.Errorf("new service at %s: %w", addr, err)
+		}
+		c.Close()
+		return "new service accepts connections at " + addr, nil
+	}
+	path := s.o.HealthPath
+	if path == "" {
+		path = "/"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("new service at %s: %w", addr, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 500 {
+		return "", fmt.Errorf("new service at %s answered %s", addr, resp.Status)
+	}
+	return fmt.Sprintf("new service at %s answered %s", addr, resp.Status), nil
+}
+
+func (s *session) takeover(ctx context.Context) (TakeoverResult, error) {
+	port, err := s.port()
+	if err != nil {
+		return TakeoverResult{}, err
+	}
+	var res TakeoverResult
+	p := TakeoverParams{Name: s.m.Plan.Name, Port: port, Mode: s.mode(), HoldTimeout: s.o.HoldTimeout,
+		Listen:  net.JoinHostPort(s.oldAddr(), strconv.Itoa(port)),
+		Backend: net.JoinHostPort(s.newAddr(), strconv.Itoa(port))}
+	if err := s.old.Call(ctx, MethodTakeover, p, &res); err != nil {
+		return res, err
+	}
+	res.Proxy.Host = s.m.Plan.From
+	return res, nil
+}
+
+func (s *session) updater() *dnscheck.Updater {
+	u := &dnscheck.Updater{Key: s.o.Key, Auth: s.m.Plan.DNSServers, Logger: s.o.logger()}
+	if len(s.m.Plan.DNSServers) > 0 {
+		u.Primary = s.m.Plan.DNSServers[0]
+	}
+	return u
+}
+
+func (s *session) switchDNS(ctx context.Context) (DNSSwitch, error) {
+	sw := DNSSwitch{Names: s.m.Plan.Domains, NewAddr: s.newAddr(), Servers: s.m.Plan.DNSServers}
+	typ := dns.TypeA
+	if ip := net.ParseIP(sw.NewAddr); ip != nil && ip.To4() == nil {
+		typ = dns.TypeAAAA
+	}
+	for _, name := range s.m.Plan.Domains {
+		u := s.updater()
+		u.RecordPath = s.m.Path("dns", dns.Fqdn(name)+"json")
+		ch, err := u.Set(ctx, name, typ, []string{sw.NewAddr}, s.o.DNSTTL)
+		if err != nil {
+			// Put back what this step already changed.
+			for _, done := range sw.Changes {
+				if _, rerr := s.updater().Restore(context.WithoutCancel(ctx), done); rerr != nil {
+					err = fmt.Errorf("%w; restoring %s failed: %v", err, done.Name, rerr)
+				}
+			}
+			return sw, err
+		}
+		sw.Changes = append(sw.Changes, ch)
+		if ch.CachesExpire.After(sw.CachesExpire) {
+			sw.CachesExpire = ch.CachesExpire
+		}
+	}
+	sw.SwitchedAt = time.Now().UTC()
+	return sw, nil
+}

@@ -1,0 +1,301 @@
+package migrate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Forwarder serves the held address once it is released: it accepts from
+// ln and forwards to the new host until ctx ends, then stops accepting and
+// returns (connections in progress may finish in the background). Closing
+// ln only stops Accept: the socket itself stays open, so that a rollback
+// can hand it back to the old service.
+type Forwarder interface {
+	Serve(ctx context.Context, ln net.Listener) error
+}
+
+// NewForwarder builds the forwarder of a holding proxy from its options.
+// It is set by the package that owns the proxy engine (wired in cmd).
+var NewForwarder func(opts HoldOptions, log *slog.Logger) (Forwarder, error)
+
+// HoldOptions configure the holding proxy daemon on the old host.
+type HoldOptions struct {
+	// ListenFD is the inherited listening socket (a duplicate of the old
+	// service's, from internal/takeover).
+	ListenFD int `json:"-"`
+	// Listen is the address the socket is bound to (informational).
+	Listen string `json:"listen"`
+	// Backend is where released connections go: NEWADDR:PORT.
+	Backend string `json:"backend"`
+	// Mode is "http" or "tcp".
+	Mode string `json:"mode"`
+	// ControlSocket is the Unix socket the daemon answers on.
+	ControlSocket string `json:"control_socket"`
+	// AccessLog is the file the proxy logs requests to.
+	AccessLog string `json:"access_log"`
+	// HoldTimeout releases held connections to the backend anyway after
+	// this long, so a lost orchestrator cannot hold clients forever; 0
+	// means 60s.
+	HoldTimeout time.Duration `json:"hold_timeout"`
+}
+
+// Control commands of the holding proxy: one JSON request per connection
+// on its socket, {"cmd":"release"}, answered by {"ok":true,"state":"…"} or
+// {"error":"…"}.
+const (
+	HoldCmdStatus   = "status"   // state "held" or "serving"
+	HoldCmdRelease  = "release"  // start forwarding held and new connections
+	HoldCmdRollback = "rollback" // hand the socket back: start argv (the old service) on it, and exit
+	HoldCmdStop     = "stop"     // stop forwarding and exit
+)
+
+// HoldRequest is one control request.
+type HoldRequest struct {
+	Cmd  string   `json:"cmd"`
+	Argv []string `json:"argv,omitempty"`
+}
+
+// HoldReply answers a control request.
+type HoldReply struct {
+	OK    bool   `json:"ok"`
+	State string `json:"state,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// Hold runs the holding proxy daemon until it is stopped or rolled back:
+// it keeps the inherited listening socket open without accepting (so the
+// kernel queues new connections) until told to release it.
+func Hold(ctx context.Context, opts HoldOptions, log *slog.Logger) error {
+	f := os.NewFile(uintptr(opts.ListenFD), "listener")
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return fmt.Errorf("inherited listener: %w", err)
+	}
+	// f stays open: it is the copy handed back on rollback.
+	os.Remove(opts.ControlSocket)
+	ctl, err := net.Listen("unix", opts.ControlSocket)
+	if err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	defer os.Remove(opts.ControlSocket)
+	defer ctl.Close()
+	if opts.HoldTimeout == 0 {
+		opts.HoldTimeout = 60 * time.Second
+	}
+	h := &holder{opts: opts, ln: ln, file: f, log: log, done: make(chan error, 1)}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	h.cancel = cancel
+	timer := time.AfterFunc(opts.HoldTimeout, func() {
+		log.Warn("hold timeout: releasing held connections to the backend", "after", opts.HoldTimeout)
+		h.release(ctx)
+	})
+	defer timer.Stop()
+	go func() {
+		for {
+			c, err := ctl.Accept()
+			if err != nil {
+				return
+			}
+			go h.control(ctx, c, timer)
+		}
+	}()
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-h.done:
+		return err
+	}
+}
+
+type holder struct {
+	opts     HoldOptions
+	ln       net.Listener
+	file     *os.File
+	log      *slog.Logger
+	cancel   context.CancelFunc
+	mu       sync.Mutex
+	serving  bool
+	fwCancel context.CancelFunc
+	fwDone   chan struct{}
+	done     chan error
+}
+
+// keepOpen is a listener whose Close only makes Accept return: the socket
+// stays open for the holder.
+type keepOpen struct {
+	*net.TCPListener
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (k *keepOpen) Accept() (net.Conn, error) {
+	c, err := k.TCPListener.Accept()
+	if err != nil {
+		select {
+		case <-k.closed:
+			return nil, net.ErrClosed
+		default:
+		}
+	}
+	return c, err
+}
+
+func (k *keepOpen) Close() error {
+	k.once.Do(func() {
+		close(k.closed)
+		k.TCPListener.SetDeadline(time.Unix(1, 0))
+	})
+	return nil
+}
+
+func (h *holder) control(ctx context.Context, c net.Conn, timer *time.Timer) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	var req HoldRequest
+	if err := json.NewDecoder(c).Decode(&req); err != nil {
+		json.NewEncoder(c).Encode(HoldReply{Error: "bad request: " + err.Error()})
+		return
+	}
+	reply := func(err error, state string) {
+		if err != nil {
+			json.NewEncoder(c).Encode(HoldReply{Error: err.Error()})
+			return
+		}
+		json.NewEncoder(c).Encode(HoldReply{OK: true, State: state})
+	}
+	switch req.Cmd {
+	case HoldCmdStatus:
+		h.mu.Lock()
+		s := "held"
+		if h.serving {
+			s = "serving"
+		}
+		h.mu.Unlock()
+		reply(nil, s)
+	case HoldCmdRelease:
+		timer.Stop()
+		reply(h.release(ctx), "serving")
+	case HoldCmdRollback:
+		timer.Stop()
+		err := h.rollback(req.Argv)
+		reply(err, "handed back")
+		if err == nil {
+			h.done <- nil
+		}
+	case HoldCmdStop:
+		timer.Stop()
+		reply(nil, "stopping")
+		h.cancel()
+	default:
+		reply(fmt.Errorf("unknown command %q", req.Cmd), "")
+	}
+}
+
+func (h *holder) release(ctx context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.serving {
+		return nil
+	}
+	if NewForwarder == nil {
+		return errors.New("no forwarder in this build")
+	}
+	fw, err := NewForwarder(h.opts, h.log)
+	if err != nil {
+		return err
+	}
+	tl, ok := h.ln.(*net.TCPListener)
+	if !ok {
+		return fmt.Errorf("held socket is a %T, not TCP", h.ln)
+	}
+	tl.SetDeadline(time.Time{})
+	ln := &keepOpen{TCPListener: tl, closed: make(chan struct{})}
+	fctx, fcancel := context.WithCancel(ctx)
+	h.serving, h.fwCancel, h.fwDone = true, fcancel, make(chan struct{})
+	go func() {
+		defer close(h.fwDone)
+		defer ln.Close()
+		err := fw.Serve(fctx, ln)
+		if err != nil && fctx.Err() == nil {
+			h.log.Error("forwarder stopped", "err", err)
+			h.done <- err
+		}
+	}()
+	h.log.Info("released: forwarding", "listen", h.opts.Listen, "backend", h.opts.Backend)
+	return nil
+}
+
+// rollback starts argv with the held socket as fd 3 (nginx takes it from
+// NGINX="3;", socket-activated services from LISTEN_FDS=1) so that the
+// queued connections are served by the old service, then closes our copy.
+func (h *holder) rollback(argv []string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(argv) == 0 {
+		return errors.New("rollback needs the old service's start command")
+	}
+	if h.serving {
+		// Stop accepting; connections being forwarded finish meanwhile.
+		h.fwCancel()
+		select {
+		case <-h.fwDone:
+		case <-time.After(10 * time.Second):
+			return errors.New("the forwarder did not stop accepting within 10s")
+		}
+		h.serving = false
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.ExtraFiles = []*os.File{h.file}
+	cmd.Env = append(os.Environ(), "NGINX=3;", "LISTEN_FDS=1", "LISTEN_FDNAMES="+filepath.Base(argv[0]))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer devnull.Close()
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", argv[0], err)
+	}
+	go cmd.Wait()
+	h.log.Info("rolled back: old service started on the held socket", "pid", cmd.Process.Pid, "argv", argv)
+	return nil
+}
+
+// HoldControl sends one request to a holding proxy's control socket and
+// returns the state it reports.
+func HoldControl(ctx context.Context, socket string, req HoldRequest) (string, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", socket)
+	if err != nil {
+		return "", fmt.Errorf("holding proxy at %s: %w", socket, err)
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	} else {
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+	}
+	if err := json.NewEncoder(c).Encode(req); err != nil {
+		return "", fmt.Errorf("holding proxy at %s: %w", socket, err)
+	}
+	var rep HoldReply
+	if err := json.NewDecoder(c).Decode(&rep); err != nil {
+		return "", fmt.Errorf("holding proxy at %s: %w", socket, err)
+	}
+	if !rep.OK {
+		return "", fmt.Errorf("holding proxy: %s", rep.Error)
+	}
+	return rep.State, nil
+}
