@@ -1,0 +1,260 @@
+package migrate
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/migrate-tool/migrate/capture"
+	"github.com/migrate-tool/migrate/dnscheck"
+	"github.com/migrate-tool/migrate/internal/facts"
+	"github.com/migrate-tool/migrate/internal/hint"
+	"github.com/migrate-tool/migrate/internal/host"
+	"github.com/migrate-tool/migrate/transfer"
+)
+
+// PlanOptions say what to plan.
+type PlanOptions struct {
+	Name        string
+	From, To    string // host specs
+	Service     string
+	Port        int
+	Domains     []string
+	DNSServers  []string
+	TSIGKeyFile string
+	AccessLog   string // on the old host; default from the service
+	LogFormat   string
+	Bandwidth   int64 // bytes/s assumed for the estimates (default DefaultBandwidth)
+
+	// Open connects to a host (cmd's Factory.OpenHost).
+	Open func(ctx context.Context, spec string) (host.Host, error)
+	// Progress, when set, is told each phase as it starts.
+	Progress func(phase string)
+	Logger   *slog.Logger
+	Now      func() time.Time
+}
+
+// MakePlan reads both hosts, the DNS and the old host's access log and
+// returns the plan. Only unreachable hosts and bad options are errors;
+// what could not be measured is said in the plan's notes and sections.
+func MakePlan(ctx context.Context, o PlanOptions) (*Plan, error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Progress == nil {
+		o.Progress = func(string) {}
+	}
+	if o.TSIGKeyFile != "" {
+		if _, err := dnscheck.LoadKey(o.TSIGKeyFile); err != nil {
+			return nil, err
+		}
+	}
+	now := o.Now().UTC()
+	p := &Plan{Version: PlanVersion, Name: o.Name, Created: now, From: o.From, To: o.To, Service: o.Service, Port: o.Port,
+		Domains: o.Domains, DNSServers: o.DNSServers, TSIGKeyFile: o.TSIGKeyFile, AccessLog: o.AccessLog}
+	if p.AccessLog == "" {
+		p.AccessLog = DefaultAccessLog(o.Service)
+	}
+	p.Hosts.Old.Spec, p.Hosts.New.Spec = o.From, o.To
+	p.OldAddr, p.NewAddr = specAddr(o.From), specAddr(o.To)
+
+	o.Progress("connecting to " + o.From + " and " + o.To)
+	oldH, newH, err := openBoth(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	defer oldH.Close()
+	defer newH.Close()
+
+	var wg sync.WaitGroup
+	var manifest *capture.Manifest
+	var oldFacts, newFacts *facts.Facts
+	var oldErr, newErr error
+	wg.Go(func() {
+		oldFacts, oldErr = hostFacts(ctx, oldH)
+		if oldErr != nil {
+			return
+		}
+		o.Progress("reading the service's configuration on " + o.From)
+		p.Config = inspect(ctx, oldH, o.Service)
+		if o.AccessLog == "" && p.Config != nil && len(p.Config.AccessLogs) > 0 {
+			p.AccessLog = p.Config.AccessLogs[0]
+		}
+		if p.AccessLog != "" {
+			o.Progress("reading the access log " + p.AccessLog + " on " + o.From)
+			p.Traffic = logHist(ctx, oldH, p.AccessLog, o.LogFormat)
+		} else {
+			p.Notes = append(p.Notes, "no access log known for service "+o.Service+": traffic by hour not measured (give --access-log)")
+		}
+		o.Progress("capture dry run of " + o.Service + " on " + o.From)
+		p.Move, manifest = moveDryRun(ctx, oldH, o, now)
+	})
+	wg.Go(func() { newFacts, newErr = hostFacts(ctx, newH) })
+	if len(o.Domains) > 0 {
+		wg.Go(func() {
+			o.Progress("checking DNS for " + strings.Join(o.Domains, ", "))
+			p.DNS = planDNS(ctx, o.Domains, o.DNSServers, now, o.Logger)
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if oldErr != nil {
+		return nil, fmt.Errorf("facts of %s: %w", o.From, oldErr)
+	}
+	if newErr != nil {
+		return nil, fmt.Errorf("facts of %s: %w", o.To, newErr)
+	}
+	p.Hosts.Old = summarizeHost(o.From, oldFacts, "/")
+	p.Hosts.New = summarizeHost(o.To, newFacts, transfer.DefaultDest)
+	p.Hosts.Old.Listening = listening(oldFacts, p.Move, o.Port)
+	if manifest != nil {
+		o.Progress("checking what " + o.To + " already holds")
+		var hr HaveResult
+		if err := newH.Call(ctx, MethodHave, HaveParams{Files: haveList(manifest)}, &hr); err != nil {
+			p.Move.Note = "what the target already holds is unknown: " + err.Error()
+		} else {
+			p.Move.TargetKnown, p.Move.PresentBytes, p.Move.PresentFiles = true, hr.Bytes, hr.Files
+		}
+		p.Move.estimate()
+	}
+	if p.DNS != nil && p.OldAddr == "" {
+		if oldA := dnsAddr(p.DNS); oldA != "" {
+			p.OldAddr = oldA
+		}
+	}
+	p.Risks = Risks(p)
+	return p, nil
+}
+
+func openBoth(ctx context.Context, o PlanOptions) (oldH, newH host.Host, err error) {
+	var errOld, errNew error
+	var wg sync.WaitGroup
+	wg.Go(func() { oldH, errOld = o.Open(ctx, o.From) })
+	wg.Go(func() { newH, errNew = o.Open(ctx, o.To) })
+	wg.Wait()
+	if errOld != nil || errNew != nil {
+		if oldH != nil {
+			oldH.Close()
+		}
+		if newH != nil {
+			newH.Close()
+		}
+		if errOld != nil {
+			return nil, nil, errOld
+		}
+		return nil, nil, errNew
+	}
+	return oldH, newH, nil
+}
+
+func hostFacts(ctx context.Context, h host.Host) (*facts.Facts, error) {
+	var f facts.Facts
+	if err := h.Call(ctx, facts.Method, nil, &f); err != nil {
+		return nil, err
+	}
+	return &f, nil
+}
+
+func inspect(ctx context.Context, h host.Host, service string) *ConfigScan {
+	var cs ConfigScan
+	if err := h.Call(ctx, MethodInspect, InspectParams{Service: service}, &cs); err != nil {
+		return &ConfigScan{Service: service, Note: "configuration not inspected: " + err.Error()}
+	}
+	return &cs
+}
+
+func logHist(ctx context.Context, h host.Host, path, format string) *HourTraffic {
+	var ht HourTraffic
+	if err := h.Call(ctx, MethodLogHist, LogHistParams{Path: path, Format: format, Rotated: true}, &ht); err != nil {
+		note := err.Error()
+		if hn := hint.Of(err); hn != "" {
+			note += " (" + hn + ")"
+		}
+		return &HourTraffic{Path: path, QuietHour: -1, PeakHour: -1, Note: note}
+	}
+	return &ht
+}
+
+func moveDryRun(ctx context.Context, h host.Host, o PlanOptions, now time.Time) (*MoveSection, *capture.Manifest) {
+	start := time.Now()
+	res, err := capture.Fetch(ctx, h, capture.RunParams{Options: capture.Options{Service: o.Service, Port: o.Port, Trace: capture.TraceOff}, DryRun: true}, "")
+	if err != nil {
+		note := "not yet measured: the capture dry run failed: " + err.Error()
+		if hn := hint.Of(err); hn != "" {
+			note += " (" + hn + ")"
+		}
+		return &MoveSection{Note: note}, nil
+	}
+	if res.Manifest == nil {
+		return &MoveSection{Note: "not yet measured: the capture dry run returned no manifest"}, nil
+	}
+	ms := summarizeMove(res.Manifest, now, o.Bandwidth)
+	ms.Took = time.Since(start)
+	return ms, res.Manifest
+}
+
+func summarizeHost(spec string, f *facts.Facts, dest string) HostSummary {
+	hs := HostSummary{Spec: spec, Hostname: f.Hostname, OS: f.OS.PrettyName, OSID: f.OS.ID, Arch: f.Arch,
+		Kernel: f.Kernel, CPUs: f.CPUs, MemTotal: f.MemTotal}
+	best := -1
+	for _, m := range f.Mounts {
+		if (dest == m.Path || strings.HasPrefix(dest, strings.TrimSuffix(m.Path, "/")+"/")) && len(m.Path) > best {
+			best = len(m.Path)
+			hs.DiskPath, hs.DiskAvail = m.Path, m.Avail
+		}
+	}
+	return hs
+}
+
+// listening lists the old host's sockets of the service: those on the
+// captured ports, or on --port.
+func listening(f *facts.Facts, ms *MoveSection, port int) []string {
+	want := map[int]bool{}
+	if port != 0 {
+		want[port] = true
+	}
+	if ms != nil {
+		for _, p := range ms.Ports {
+			if i := strings.LastIndex(p, ":"); i >= 0 {
+				var n int
+				fmt.Sscanf(p[i+1:], "%d", &n)
+				want[n] = true
+			}
+		}
+	}
+	var out []string
+	for _, s := range f.Sockets {
+		if want[s.Port] {
+			out = append(out, fmt.Sprintf("%s %s:%d %s", s.Proto, s.Address, s.Port, s.Process))
+		}
+	}
+	return out
+}
+
+// specAddr is the address in a host spec, when it is an IP address.
+func specAddr(spec string) string {
+	h := hostOnly(spec)
+	if _, err := netip.ParseAddr(h); err == nil {
+		return h
+	}
+	return ""
+}
+
+// dnsAddr is the first A record of the first domain.
+func dnsAddr(ds *DNSSection) string {
+	for _, r := range ds.Records {
+		if r.Type == "A" || r.Type == "AAAA" {
+			return r.Value
+		}
+	}
+	return ""
+}
