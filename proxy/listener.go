@@ -1,9 +1,9 @@
 package proxy
 
 import (
-	"fmt"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"net/netip"
 	"strconv"

@@ -21,6 +21,11 @@ type Options struct {
 	Logger    *slog.Logger // diagnostics (backend state, reloads); nil discards
 	AccessLog io.Writer    // access log lines; nil disables the log
 	Metrics   *Metrics     // nil creates a fresh set
+	// Inherited are listening sockets opened elsewhere (a socket taken
+	// over from the service being replaced), by "ADDR:PORT" as the
+	// configuration names it; a listener at that address uses the socket
+	// instead of binding its own.
+	Inherited map[string]net.Listener
 }
 
 // Server runs a configuration: listeners, health checks, the control
@@ -153,9 +158,12 @@ func (s *Server) bind(in *instance) error {
 		addr := net.JoinHostPort(lc.Address, strconv.Itoa(lc.Port))
 		sk := &sock{key: key, done: make(chan struct{})}
 		var err error
-		if lc.Kind == KindUDP {
+		switch {
+		case lc.Kind != KindUDP && s.opts.Inherited[addr] != nil:
+			sk.ln = s.opts.Inherited[addr]
+		case lc.Kind == KindUDP:
 			sk.pc, err = net.ListenPacket("udp", addr)
-		} else {
+		default:
 			sk.ln, err = net.Listen("tcp", addr)
 		}
 		if err != nil {

@@ -1,8 +1,8 @@
 package proxy
 
 import (
-	"encoding/base64"
 	"bytes"
+	"encoding/base64"
 	"net/netip"
 	"strconv"
 )

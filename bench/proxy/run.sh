@@ -1,0 +1,135 @@
+#!/bin/bash
+# Benchmark migrate proxy against HAProxy and nginx proxy_pass on loopback.
+#
+# Same nginx backend, same wrk client, pinned as fairly as two cores allow:
+# wrk and the backend on CPU 0, the proxy under test on CPU 1.
+# Usage: bench/proxy/run.sh [/path/to/migrate]   (DURATION=5 CONNS=50 to tune)
+set -euo pipefail
+MIGRATE=${1:-/tmp/proxy/migrate}
+DUR=${DURATION:-5}
+CONNS=${CONNS:-50}
+W=$(mktemp -d /tmp/proxybench.XXXXXX)
+BE=127.0.0.1:18080 HA=18081 NG=18082 MG=18083
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
+trap cleanup EXIT
+
+need() { command -v "$1" >/dev/null || { echo "missing $1" >&2; exit 1; }; }
+need nginx; need haproxy; need wrk; need taskset; need curl
+[ -x "$MIGRATE" ] || { echo "no migrate binary at $MIGRATE" >&2; exit 1; }
+
+mkdir -p "$W/www" "$W/ngb" "$W/ngp"
+head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 > "$W/www/1k"
+head -c 102400 /dev/zero | tr '\0' x > "$W/www/100k"
+head -c $((100<<20)) /dev/zero > "$W/www/100m"
+chmod 755 "$W" "$W/www"; chmod 644 "$W"/www/*
+
+cat > "$W/ngb/nginx.conf" <<EOC
+worker_processes 1; daemon off; pid $W/ngb/pid; error_log $W/ngb/error.log;
+events { worker_connections 4096; }
+http { access_log off; sendfile on; keepalive_requests 1000000; keepalive_timeout 75s;
+  server { listen $BE; root $W/www; } }
+EOC
+cat > "$W/ngp/nginx.conf" <<EOC
+worker_processes 1; daemon off; pid $W/ngp/pid; error_log $W/ngp/error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  upstream be { server $BE; keepalive 64; }
+  server { listen 127.0.0.1:$NG; location / { proxy_pass http://be; proxy_http_version 1.1;
+    proxy_set_header Connection ""; proxy_set_header X-Forwarded-For \$remote_addr; proxy_buffering off; } } }
+EOC
+cat > "$W/haproxy.cfg" <<EOC
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option forwardfor
+  http-reuse safe
+frontend f
+  bind 127.0.0.1:$HA
+  default_backend b
+backend b
+  server s1 $BE
+EOC
+cat > "$W/pound.cfg" <<EOC
+LogLevel 0
+Alive 30
+ListenHTTP
+  Address 127.0.0.1
+  Port $MG
+  xHTTP 1
+  Service
+    BackEnd
+      Address 127.0.0.1
+      Port 18080
+    End
+  End
+End
+EOC
+
+wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/1k" && return 0; sleep 0.05; done; echo "port $1 not ready" >&2; exit 1; }
+
+taskset -c 0 nginx -c "$W/ngb/nginx.conf" & PIDS+=($!)
+wait_port 18080
+taskset -c 1 haproxy -db -f "$W/haproxy.cfg" & HAPID=$!; PIDS+=($HAPID)
+taskset -c 1 nginx -c "$W/ngp/nginx.conf" & NGPID=$!; PIDS+=($NGPID)
+taskset -c 1 "$MIGRATE" proxy -f "$W/pound.cfg" --access-log "" 2>"$W/migrate.log" & MGPID=$!; PIDS+=($MGPID)
+wait_port $HA; wait_port $NG; wait_port $MG
+
+# cputicks PID...: utime+stime of the processes and their children.
+cputicks() { local t=0; for p in "$@"; do for q in $p $(pgrep -P "$p" || true); do
+  set -- $(awk '{print $14, $15}' /proc/$q/stat 2>/dev/null || echo 0 0); t=$((t + $1 + $2)); done; done; echo $t; }
+HZ=$(getconf CLK_TCK)
+
+declare -A RPS P50 P99 CPU
+run_cell() { # name port path extra-header
+  local name=$1 port=$2 path=$3 hdr=$4 pid=$5
+  local before after out
+  before=$(cputicks "$pid")
+  if [ -n "$hdr" ]; then
+    out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${DUR}s" --latency -H "$hdr" "http://127.0.0.1:$port$path")
+  else
+    out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "http://127.0.0.1:$port$path")
+  fi
+  after=$(cputicks "$pid")
+  local reqs rps p50 p99
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  RPS[$name]=$rps; P50[$name]=$p50; P99[$name]=$p99
+  CPU[$name]=$(awk -v t=$((after-before)) -v hz=$HZ -v n="$reqs" 'BEGIN{ if (n>0) printf "%.1f", t/hz*1e6/n; else print "nan" }')
+  if echo "$out" | grep -q "Non-2xx\|Socket errors"; then echo "  note $name: $(echo "$out" | grep -E 'Non-2xx|Socket errors' | tr -s ' ')"; fi
+}
+
+ms() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us/,"",v); print v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v); print v+0} else if (v ~ /s$/) {sub(/s/,"",v); print v*1000} else print v }'; }
+
+printf "%-22s %-8s %10s %9s %9s %10s\n" cell proxy req/s p50_ms p99_ms cpu_us/req
+for cell in "1k-keepalive /1k" "100k-keepalive /100k" "1k-close /1k close" "100k-close /100k close"; do
+  set -- $cell; c=$1 path=$2; hdr=""; [ "${3:-}" = close ] && hdr="Connection: close"
+  for p in haproxy:$HA:$HAPID nginx:$NG:$NGPID migrate:$MG:$MGPID; do
+    IFS=: read -r n port pid <<<"$p"
+    run_cell "$c/$n" "$port" "$path" "$hdr" "$pid"
+    printf "%-22s %-8s %10s %9s %9s %10s\n" "$c" "$n" "${RPS[$c/$n]}" "$(ms ${P50[$c/$n]})" "$(ms ${P99[$c/$n]})" "${CPU[$c/$n]}"
+  done
+  awk -v m="${RPS[$c/migrate]}" -v h="${RPS[$c/haproxy]}" -v mp="$(ms ${P99[$c/migrate]})" -v hp="$(ms ${P99[$c/haproxy]})" \
+    'BEGIN{ printf "%-22s ratio migrate/haproxy: req/s %.2fx (target >= 0.80), p99 %.2fx (target <= 1.50)\n", "", m/h, mp/hp }'
+done
+
+echo "100 MiB stream (curl on CPU 0):"
+for p in haproxy:$HA nginx:$NG migrate:$MG; do
+  IFS=: read -r n port <<<"$p"
+  sp=$(taskset -c 0 curl -s -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$port/100m")
+  printf "  %-8s %8.2f GB/s\n" "$n" "$(awk -v s="$sp" 'BEGIN{print s/1e9}')"
+done
+echo "peak RSS (VmHWM) after the run:"
+for p in haproxy:$HAPID nginx:$NGPID migrate:$MGPID; do
+  IFS=: read -r n pid <<<"$p"; t=0
+  for q in $pid $(pgrep -P "$pid" || true); do v=$(awk '/VmHWM/ {print $2}' /proc/$q/status); t=$((t+v)); done
+  printf "  %-8s %6d KiB\n" "$n" "$t"
+done
+echo "(machine shared with other jobs: figures are noisy; compare ratios from the same run)"
