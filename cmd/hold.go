@@ -1,17 +1,61 @@
 package cmd
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/migrate-tool/migrate/migrate"
+	"github.com/migrate-tool/migrate/proxy"
 )
 
-func init() { register(NewCmdHold) }
+func init() {
+	register(NewCmdHold)
+	migrate.NewForwarder = func(o migrate.HoldOptions, log *slog.Logger) (migrate.Forwarder, error) {
+		return &proxyForwarder{opts: o, log: log}, nil
+	}
+}
+
+// proxyForwarder runs the proxy engine on the held socket once released.
+type proxyForwarder struct {
+	opts migrate.HoldOptions
+	log  *slog.Logger
+}
+
+func (p *proxyForwarder) Serve(ctx context.Context, ln net.Listener) error {
+	cfg, err := proxy.QuickConfig(proxy.QuickOptions{Listen: p.opts.Listen, To: p.opts.Backend, Mode: p.opts.Mode})
+	if err != nil {
+		return err
+	}
+	var alog io.Writer
+	if p.opts.AccessLog != "" {
+		f, err := os.OpenFile(p.opts.AccessLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+		if err != nil {
+			return fmt.Errorf("access log: %w", err)
+		}
+		defer f.Close()
+		alog = f
+	}
+	srv, err := proxy.NewServer(cfg, proxy.Options{Logger: p.log, AccessLog: alog,
+		Inherited: map[string]net.Listener{p.opts.Listen: ln}})
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}
 
 // NewCmdHold is the hidden daemon that holds a service's address during
 // cutover (started by the agent on the old host with the listening socket
