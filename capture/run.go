@@ -93,6 +93,11 @@ func Collect(ctx context.Context, opts Options) (*Manifest, error) {
 	for _, p := range alwaysFiles {
 		c.add(p, "system")
 	}
+	for d := range usrmergeDirs {
+		if usrmerged(d) {
+			c.mark("/"+d, "usrmerge")
+		}
+	}
 	for _, p := range alwaysDevices {
 		c.addDevice(p)
 	}

@@ -1,0 +1,462 @@
+//go:build e2e
+
+package capture_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/migrate-tool/migrate/capture"
+	"github.com/migrate-tool/migrate/internal/elfdep"
+	"github.com/migrate-tool/migrate/internal/testbed"
+)
+
+// captureOld runs `migrate capture --from OLD args... -o FILE` over SSH
+// and returns the verified archive.
+func captureOld(t *testing.T, bed *testbed.Bed, out string, args ...string) *capture.Reader {
+	t.Helper()
+	full := append([]string{"capture", "--from", bed.Old.SSHSpec(), "-o", out}, args...)
+	start := time.Now()
+	stdout, stderr, code := bed.Migrate(t, full...)
+	t.Logf("capture %v: %v\n%s%s", args, time.Since(start).Round(time.Millisecond), stdout, stderr)
+	if code != 0 {
+		t.Fatalf("capture exited %d:\n%s", code, stderr)
+	}
+	r, err := capture.OpenArchive(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(stderr, "start-up not traced") {
+		t.Errorf("start-up was not traced: %s", stderr)
+	}
+	return r
+}
+
+// load runs fn repeatedly (bounded in count and time) until stopped.
+type load struct {
+	n, errs atomic.Int64
+	first   atomic.Value
+	stop    chan struct{}
+	wg      sync.WaitGroup
+}
+
+func startLoad(fn func() error) *load {
+	l := &load{stop: make(chan struct{})}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		deadline := time.Now().Add(2 * time.Minute)
+		for i := 0; i < 20000 && time.Now().Before(deadline); i++ {
+			select {
+			case <-l.stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			l.n.Add(1)
+			if err := fn(); err != nil {
+				l.errs.Add(1)
+				l.first.CompareAndSwap(nil, err.Error())
+			}
+		}
+	}()
+	return l
+}
+
+func (l *load) check(t *testing.T) {
+	t.Helper()
+	close(l.stop)
+	l.wg.Wait()
+	t.Logf("load: %d requests, %d errors", l.n.Load(), l.errs.Load())
+	if l.n.Load() == 0 {
+		t.Fatal("load sent no requests")
+	}
+	if l.errs.Load() > 0 {
+		t.Fatalf("load saw %d errors during capture, first: %v", l.errs.Load(), l.first.Load())
+	}
+}
+
+func index(m *capture.Manifest) map[string]*capture.Entry {
+	out := map[string]*capture.Entry{}
+	for i := range m.Entries {
+		out[m.Entries[i].Path] = &m.Entries[i]
+	}
+	return out
+}
+
+func hasReason(e *capture.Entry, prefix string) bool {
+	for _, r := range e.Reasons {
+		if strings.HasPrefix(r, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+func requireEntry(t *testing.T, es map[string]*capture.Entry, path, typ string) *capture.Entry {
+	t.Helper()
+	e := es[path]
+	if e == nil {
+		t.Fatalf("manifest lacks %s", path)
+	}
+	if typ != "" && e.Type != typ {
+		t.Fatalf("%s is a %s, want %s", path, e.Type, typ)
+	}
+	return e
+}
+
+// checkCommon asserts what every capture needs (TESTBED.md's list beyond
+// the ldd closure): merged-/usr links, the loader link, no path stored
+// twice through /lib and /usr/lib, /dev/null.
+func checkCommon(t *testing.T, m *capture.Manifest) {
+	t.Helper()
+	es := index(m)
+	for _, l := range []string{"/lib", "/lib64", "/bin", "/sbin"} {
+		if target, err := os.Readlink(l); err == nil {
+			e := requireEntry(t, es, l, capture.TypeSymlink)
+			if e.Link != target || !hasReason(e, "usrmerge") {
+				t.Errorf("%s: link %q reasons %v, want %q usrmerge", l, e.Link, e.Reasons, target)
+			}
+		}
+	}
+	for p := range es {
+		for _, l := range []string{"/lib/", "/lib64/", "/bin/", "/sbin/"} {
+			if strings.HasPrefix(p, l) {
+				if fi, err := os.Lstat(strings.TrimSuffix(l, "/")); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+					t.Errorf("%s stored through the merged-/usr link %s", p, l)
+				}
+			}
+		}
+	}
+	requireEntry(t, es, "/usr/lib64/ld-linux-x86-64.so.2", capture.TypeSymlink)
+	if e := requireEntry(t, es, "/dev/null", capture.TypeCharDev); e.Major != 1 || e.Minor != 3 {
+		t.Errorf("/dev/null is %d,%d", e.Major, e.Minor)
+	}
+	for _, p := range []string{"/etc/passwd", "/etc/group", "/etc/nsswitch.conf"} {
+		requireEntry(t, es, p, capture.TypeFile)
+	}
+	if len(m.Start) == 0 {
+		t.Error("no start command recorded")
+	}
+	for _, e := range m.Entries {
+		if len(e.Reasons) == 0 {
+			t.Errorf("%s has no reason", e.Path)
+		}
+	}
+}
+
+// realSet maps every captured path (under /usr and /etc, which old shares
+// with the test runner) to its real path.
+func realSet(m *capture.Manifest) map[string]bool {
+	out := map[string]bool{}
+	for _, e := range m.Entries {
+		if r, err := filepath.EvalSymlinks(e.Path); err == nil {
+			out[r] = true
+		}
+	}
+	return out
+}
+
+// checkLdd: for every captured ELF file, each library ldd lists (test only:
+// the product never runs binaries) is captured.
+func checkLdd(t *testing.T, m *capture.Manifest) {
+	t.Helper()
+	have := realSet(m)
+	n := 0
+	for _, e := range m.Entries {
+		if e.Type != capture.TypeFile || !strings.HasPrefix(e.Path, "/usr/") {
+			continue
+		}
+		f, err := elfdep.Read(e.Path)
+		if err != nil || (len(f.Needed) == 0 && f.Interp == "") {
+			continue
+		}
+		n++
+		out, err := exec.Command("ldd", e.Path).Output()
+		if err != nil {
+			continue // ldd refuses some objects (e.g. the loader itself)
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			var p string
+			if _, after, ok := strings.Cut(l, "=> "); ok {
+				p = strings.Fields(after)[0]
+			} else if fs := strings.Fields(l); len(fs) > 0 && strings.HasPrefix(fs[0], "/") {
+				p = fs[0]
+			}
+			if p == "" || p == "not" {
+				continue
+			}
+			r, err := filepath.EvalSymlinks(p)
+			if err == nil && !have[r] {
+				t.Errorf("ldd %s lists %s, not captured", e.Path, p)
+			}
+		}
+	}
+	if n < 3 {
+		t.Errorf("only %d ELF files checked against ldd", n)
+	}
+	t.Logf("%d ELF files checked against ldd", n)
+}
+
+// checkMaps: every file the live process maps (NSS, dlopen'ed modules) is captured.
+func checkMaps(t *testing.T, m *capture.Manifest, pid int) {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := realSet(m)
+	for _, l := range strings.Split(string(b), "\n") {
+		fs := strings.Fields(l)
+		if len(fs) != 6 || !strings.HasPrefix(fs[5], "/usr/") {
+			continue
+		}
+		if r, err := filepath.EvalSymlinks(fs[5]); err == nil && !have[r] {
+			t.Errorf("live process maps %s, not captured", fs[5])
+		}
+	}
+}
+
+const nginxConf = `user www-data;
+worker_processes 2;
+pid /run/nginx.pid;
+error_log /var/log/nginx/error.log;
+events { worker_connections 256; }
+http {
+	include /etc/nginx/mime.types;
+	access_log /var/log/nginx/access.log;
+	server { listen 80; root /srv/www; }
+}
+`
+
+func TestCaptureNginxE2E(t *testing.T) {
+	bed := testbed.New(t, testbed.Options{})
+	testbed.RequireTools(t, "nginx", "strace", "ldd")
+	old := bed.Old
+	old.WriteFile(t, "/srv/www/index.html", []byte("v1\n"), 0o644)
+	old.WriteFile(t, "/srv/www/gone.html", []byte("bye\n"), 0o644)
+	old.WriteFile(t, "/srv/conf/nginx.conf", []byte(nginxConf), 0o644)
+	old.MustExec(t, "mkdir", "-p", "/var/log/nginx")
+	p := old.Start(t, "nginx", "nginx", "-c", "/srv/conf/nginx.conf", "-g", "daemon off;")
+	url := "http://" + old.Addr + "/"
+	if err := testbed.WaitHTTP(url, 10*time.Second, p); err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 2 * time.Second}
+	ld := startLoad(func() error {
+		resp, err := client.Get(url)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(b) != "v1\n" {
+			return fmt.Errorf("status %d body %q", resp.StatusCode, b)
+		}
+		return nil
+	})
+	out := filepath.Join(t.TempDir(), "nginx.tar.zst")
+	r := captureOld(t, bed, out, "--service", "nginx")
+	ld.check(t)
+	m := r.Manifest()
+	es := index(m)
+	checkCommon(t, m)
+	checkLdd(t, m)
+	checkMaps(t, m, p.Pid())
+	if e := requireEntry(t, es, "/srv/www/index.html", capture.TypeFile); !hasReason(e, "data:root") {
+		t.Errorf("docroot file reasons %v", e.Reasons)
+	}
+	requireEntry(t, es, "/srv/conf/nginx.conf", capture.TypeFile)
+	requireEntry(t, es, "/usr/sbin/nginx", capture.TypeFile)
+	requireEntry(t, es, "/var/lib/nginx", capture.TypeDir)
+	dirs := map[string]bool{}
+	for _, d := range m.RuntimeDirs {
+		dirs[d.Path] = true
+	}
+	for _, d := range []string{"/run", "/var/log/nginx"} {
+		if !dirs[d] {
+			t.Errorf("runtime dir %s missing: %v", d, m.RuntimeDirs)
+		}
+	}
+	if es["/var/log/nginx/access.log"] != nil {
+		t.Error("log captured without --with-logs")
+	}
+	if !hasUser(m, "www-data") || !hasGroup(m, "www-data") {
+		t.Errorf("www-data missing: users %v groups %v", m.Users, m.Groups)
+	}
+	if strings.Join(m.Start, " ") != "/usr/sbin/nginx -c /srv/conf/nginx.conf -g daemon off;" {
+		t.Errorf("start %q", m.Start)
+	}
+	if len(m.Ports) == 0 || m.Ports[0].Port != 80 {
+		t.Errorf("ports %v", m.Ports)
+	}
+
+	// --since: change one docroot file, delete another.
+	old.WriteFile(t, "/srv/www/index.html", []byte("v2 changed\n"), 0o644)
+	if err := os.Remove(old.Path("/srv/www/gone.html")); err != nil {
+		t.Fatal(err)
+	}
+	dout := filepath.Join(t.TempDir(), "delta.tar.zst")
+	d := captureOld(t, bed, dout, "--service", "nginx", "--since", out).Manifest()
+	var got []string
+	for _, e := range d.Entries {
+		got = append(got, e.Path)
+	}
+	if d.Kind != capture.KindDelta || strings.Join(got, " ") != "/srv/www/index.html" || strings.Join(d.Deleted, " ") != "/srv/www/gone.html" {
+		t.Fatalf("delta: kind %s entries %v deleted %v", d.Kind, got, d.Deleted)
+	}
+}
+
+func hasUser(m *capture.Manifest, n string) bool {
+	for _, u := range m.Users {
+		if u.Name == n {
+			return true
+		}
+	}
+	return false
+}
+
+func hasGroup(m *capture.Manifest, n string) bool {
+	for _, g := range m.Groups {
+		if g.Name == n {
+			return true
+		}
+	}
+	return false
+}
+
+func TestCaptureBindE2E(t *testing.T) {
+	bed := testbed.New(t, testbed.Options{})
+	testbed.RequireTools(t, "named", "dig", "strace")
+	old := bed.Old
+	conf := fmt.Sprintf(`options { directory "/srv/bind"; pid-file "named.pid"; session-keyfile "session.key";
+  listen-on port 53 { %s; }; listen-on-v6 { none; }; recursion no; dnssec-validation no; };
+zone "example.test" { type primary; file "example.test.db"; };
+`, old.Addr)
+	zone := `$TTL 300
+@ IN SOA ns1 hostmaster 1 3600 600 86400 300
+@ NS ns1
+ns1 A 127.0.0.1
+www A 192.0.2.10
+`
+	old.WriteFile(t, "/srv/bind/named.conf", []byte(conf), 0o644)
+	old.WriteFile(t, "/srv/bind/example.test.db", []byte(zone), 0o644)
+	p := old.Start(t, "named", "named", "-g", "-c", "/srv/bind/named.conf")
+	query := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "dig", "+short", "+time=1", "+tries=1", "@"+old.Addr, "www.example.test", "A").Output()
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(string(out)) != "192.0.2.10" {
+			return fmt.Errorf("answer %q", out)
+		}
+		return nil
+	}
+	testbed.WaitFor(t, "named answering", 15*time.Second, query)
+	ld := startLoad(query)
+	out := filepath.Join(t.TempDir(), "bind.tar.zst")
+	r := captureOld(t, bed, out, "--port", "53")
+	ld.check(t)
+	m := r.Manifest()
+	es := index(m)
+	checkCommon(t, m)
+	checkLdd(t, m)
+	checkMaps(t, m, p.Pid())
+	if e := requireEntry(t, es, "/srv/bind/example.test.db", capture.TypeFile); !hasReason(e, "data:zone") {
+		t.Errorf("zone file reasons %v", e.Reasons)
+	}
+	requireEntry(t, es, "/srv/bind/named.conf", capture.TypeFile)
+	requireEntry(t, es, "/usr/sbin/named", capture.TypeFile)
+	if m.Service != "bind9" || strings.Join(m.Start, " ") != "/usr/sbin/named -g -c /srv/bind/named.conf" {
+		t.Errorf("service %s start %q", m.Service, m.Start)
+	}
+}
+
+func TestCapturePostfixE2E(t *testing.T) {
+	bed := testbed.New(t, testbed.Options{PrivateDirs: []string{"/var/spool/postfix", "/var/mail", "/var/lib/postfix"}})
+	testbed.RequireTools(t, "postfix", "nc", "strace")
+	old := bed.Old
+	old.MustExec(t, "mkdir", "-p", "/srv/pf")
+	old.MustExec(t, "cp", "-a", "/etc/postfix/.", "/srv/pf/")
+	old.MustExec(t, "sh", "-c", "echo 'header_checks = regexp:/srv/pf/header_checks' >> /srv/pf/main.cf && echo '/^Subject: hold/ HOLD' > /srv/pf/header_checks")
+	old.Start(t, "postfix", "postfix", "-c", "/srv/pf", "start-fg")
+	smtp := func(subject string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		msg := "HELO t\r\nMAIL FROM:<t@localhost>\r\nRCPT TO:<www-data@localhost>\r\nDATA\r\nSubject: " + subject + "\r\n\r\nhi\r\n.\r\nQUIT\r\n"
+		cmd := bed.Old.Command(ctx, "nc", "-q", "2", "127.0.0.1", "25")
+		cmd.Stdin = strings.NewReader(msg)
+		out, err := cmd.Output()
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(out), "250 2.0.0 Ok: queued") {
+			return fmt.Errorf("smtp: %q", out)
+		}
+		return nil
+	}
+	testbed.WaitFor(t, "postfix accepting mail", 20*time.Second, func() error { return smtp("first") })
+	if err := smtp("hold this one"); err != nil {
+		t.Fatal(err)
+	}
+	testbed.WaitFor(t, "mailbox delivery", 20*time.Second, func() error {
+		_, err := old.Stat("/var/mail/www-data")
+		return err
+	})
+	held, _ := old.Exec(context.Background(), "find", "/var/spool/postfix/hold", "-type", "f")
+	if len(strings.TrimSpace(string(held))) == 0 {
+		t.Fatal("no held message in the queue")
+	}
+	ld := startLoad(func() error { return smtp("load") })
+	out := filepath.Join(t.TempDir(), "postfix.tar.zst")
+	r := captureOld(t, bed, out, "--service", "postfix")
+	ld.check(t)
+	m := r.Manifest()
+	es := index(m)
+	checkCommon(t, m)
+	checkLdd(t, m)
+	if e := requireEntry(t, es, "/var/mail/www-data", capture.TypeFile); !hasReason(e, "data:spool") {
+		t.Errorf("mailbox reasons %v", e.Reasons)
+	}
+	for _, h := range strings.Fields(string(held)) {
+		if e := requireEntry(t, es, h, capture.TypeFile); !hasReason(e, "data:queue") {
+			t.Errorf("queue file reasons %v", e.Reasons)
+		}
+	}
+	requireEntry(t, es, "/srv/pf/main.cf", capture.TypeFile)
+	requireEntry(t, es, "/usr/lib/postfix/sbin/master", capture.TypeFile)
+	var execs []string
+	for _, e := range m.Entries {
+		if hasReason(&e, "trace:exec") {
+			execs = append(execs, e.Path)
+		}
+	}
+	sort.Strings(execs)
+	t.Logf("traced start-up executed %d distinct files", len(execs))
+	for _, want := range []string{"/usr/sbin/postconf", "/usr/lib/postfix/sbin/master"} {
+		if i := sort.SearchStrings(execs, want); i == len(execs) || execs[i] != want {
+			t.Errorf("traced start-up did not record %s: %v", want, execs)
+		}
+	}
+	if !hasUser(m, "postfix") || !hasGroup(m, "postdrop") {
+		t.Errorf("accounts: users %v groups %v", m.Users, m.Groups)
+	}
+	if strings.Join(m.Start, " ") != "/usr/sbin/postfix -c /srv/pf start-fg" {
+		t.Errorf("start %q", m.Start)
+	}
+}
