@@ -23,7 +23,7 @@ const KeyEnv = "MIGRATE_TSIG_KEY"
 type Key struct {
 	Name      string // canonical: lowercase, fully qualified
 	Algorithm string // miekg/dns algorithm name, e.g. "hmac-sha256."
-	secret    string // base64
+	secret    *string // base64; a pointer, so printing a Key value shows an address
 }
 
 // String names the key without its secret.
@@ -45,7 +45,7 @@ func (k *Key) tsig() map[string]string {
 	if k == nil {
 		return nil
 	}
-	return map[string]string{k.Name: k.secret}
+	return map[string]string{k.Name: *k.secret}
 }
 
 // NewKey builds a key from its parts; algorithm is a BIND name such as
@@ -63,7 +63,7 @@ func NewKey(name, algorithm, secret string) (*Key, error) {
 		// The secret itself must not appear in the error.
 		return nil, errors.New("tsig key secret is not valid base64")
 	}
-	return &Key{Name: dns.CanonicalName(name), Algorithm: alg, secret: secret}, nil
+	return &Key{Name: dns.CanonicalName(name), Algorithm: alg, secret: &secret}, nil
 }
 
 var algorithms = map[string]string{
