@@ -21,8 +21,8 @@ const KeyEnv = "MIGRATE_TSIG_KEY"
 // Key is a TSIG key. Its secret never appears in String, Format or slog
 // output, so a Key can be logged safely.
 type Key struct {
-	Name      string // canonical: lowercase, fully qualified
-	Algorithm string // miekg/dns algorithm name, e.g. "hmac-sha256."
+	Name      string  // canonical: lowercase, fully qualified
+	Algorithm string  // miekg/dns algorithm name, e.g. "hmac-sha256."
 	secret    *string // base64; a pointer, so printing a Key value shows an address
 }
 
