@@ -15,6 +15,7 @@ import (
 	"github.com/migrate-tool/migrate/internal/accesslog"
 	"github.com/migrate-tool/migrate/internal/agent"
 	"github.com/migrate-tool/migrate/internal/hint"
+	"github.com/migrate-tool/migrate/internal/traffic"
 )
 
 // MethodLogHist is the agent method that reads an access log (and its
@@ -46,9 +47,10 @@ type HourTraffic struct {
 	// Zone is the UTC offset of the log's time stamps, e.g. "+09:00".
 	Zone string `json:"zone,omitempty"`
 	// Hours counts requests per hour of day (in the log's zone), and
-	// Covered how many times each hour of day lies between First and Last.
-	Hours   [24]int64 `json:"hours"`
-	Covered [24]int   `json:"covered"`
+	// Covered how many days of log cover each hour of day (fractions at
+	// the log's first and last hour).
+	Hours   [24]int64   `json:"hours"`
+	Covered [24]float64 `json:"covered"`
 	// PerHour is Hours divided by Covered: requests in an average hour.
 	PerHour [24]float64 `json:"per_hour"`
 	// QuietHour is the hour of day with the fewest requests on average
@@ -82,9 +84,10 @@ func ReadLogHist(ctx context.Context, p LogHistParams) (*HourTraffic, error) {
 		return nil, err
 	}
 	h := &HourTraffic{Path: p.Path}
+	acc := &histAcc{}
 	seenAny := false
 	for _, f := range files {
-		n, err := h.readFile(ctx, f, parser, p.MaxLines)
+		n, err := h.readFile(ctx, f, parser, p.MaxLines, acc)
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
@@ -101,8 +104,14 @@ func ReadLogHist(ctx context.Context, p LogHistParams) (*HourTraffic, error) {
 			"name the service's access log with --access-log PATH")
 	}
 	h.Format = string(parser.Format())
-	h.finish()
+	h.finish(acc.hours)
 	return h, nil
+}
+
+// histAcc accumulates the hour profile across the files of one log.
+type histAcc struct {
+	hours *traffic.Hours
+	loc   *time.Location
 }
 
 // rotatedLogs lists PATH.N and PATH.N.gz oldest first (highest N first).
@@ -129,7 +138,7 @@ func rotatedLogs(path string) []string {
 	return paths
 }
 
-func (h *HourTraffic) readFile(ctx context.Context, path string, p *accesslog.Parser, max int64) (int64, error) {
+func (h *HourTraffic) readFile(ctx context.Context, path string, p *accesslog.Parser, max int64, acc *histAcc) (int64, error) {
 	rc, err := accesslog.Open(path)
 	if err != nil {
 		return 0, err
@@ -154,7 +163,13 @@ func (h *HourTraffic) readFile(ctx context.Context, path string, p *accesslog.Pa
 			continue
 		}
 		h.Parsed++
-		h.Hours[rec.Time.Hour()]++
+		if acc.hours == nil {
+			// The log's own zone is the server's: "3 in the morning" there.
+			acc.loc = rec.Time.Location()
+			acc.hours = traffic.NewHours(acc.loc)
+		}
+		acc.hours.Add(rec.Time)
+		h.Hours[rec.Time.In(acc.loc).Hour()]++
 		if h.First.IsZero() || rec.Time.Before(h.First) {
 			h.First = rec.Time
 		}
@@ -169,59 +184,26 @@ func (h *HourTraffic) readFile(ctx context.Context, path string, p *accesslog.Pa
 }
 
 // finish computes coverage, the average per hour and the quiet hour.
-func (h *HourTraffic) finish() {
+func (h *HourTraffic) finish(hours *traffic.Hours) {
 	h.QuietHour, h.PeakHour = -1, -1
-	if h.Parsed == 0 {
+	if h.Parsed == 0 || hours == nil {
 		if h.Note == "" {
 			h.Note = "no dated request in the log"
 		}
 		return
 	}
 	h.Zone = h.First.Format("-07:00")
-	h.Covered = hourCoverage(h.First, h.Last)
+	st := hours.Stats()
+	h.PerHour, h.Covered = st.PerHour, st.Days
+	h.QuietHour = st.Quietest
 	for i := range 24 {
-		if h.Covered[i] > 0 {
-			h.PerHour[i] = float64(h.Hours[i]) / float64(h.Covered[i])
+		if st.Days[i] > 0 && (h.PeakHour < 0 || st.PerHour[i] > st.PerHour[h.PeakHour]) {
+			h.PeakHour = i
 		}
 	}
-	h.QuietHour, h.PeakHour = QuietHour(h.PerHour, h.Covered)
-	if span := h.Last.Sub(h.First); span < 23*time.Hour {
-		h.Note = fmt.Sprintf("the log covers only %s: hours outside it are unknown", span.Round(time.Minute))
+	if !st.Covered {
+		h.Note = fmt.Sprintf("the log covers only %s: hours outside it are unknown", h.Last.Sub(h.First).Round(time.Minute))
 	}
-}
-
-// hourCoverage counts, for each hour of day, the hour slots from first's
-// hour to last's hour inclusive.
-func hourCoverage(first, last time.Time) [24]int {
-	var c [24]int
-	t := first.Truncate(time.Hour)
-	end := last.Truncate(time.Hour)
-	if end.Sub(t) > 400*24*time.Hour {
-		t = end.Add(-400 * 24 * time.Hour)
-	}
-	for ; !t.After(end); t = t.Add(time.Hour) {
-		c[t.Hour()]++
-	}
-	return c
-}
-
-// QuietHour returns the covered hour with the fewest requests on average
-// and the one with the most; ties go to the earlier hour. It returns -1,
-// -1 when no hour is covered.
-func QuietHour(perHour [24]float64, covered [24]int) (quiet, peak int) {
-	quiet, peak = -1, -1
-	for i := range 24 {
-		if covered[i] == 0 {
-			continue
-		}
-		if quiet < 0 || perHour[i] < perHour[quiet] {
-			quiet = i
-		}
-		if peak < 0 || perHour[i] > perHour[peak] {
-			peak = i
-		}
-	}
-	return quiet, peak
 }
 
 // NextHour returns the first moment at or after t that lies in the given

@@ -1,0 +1,175 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/migrate-tool/migrate/internal/hint"
+	"github.com/migrate-tool/migrate/internal/host"
+	"github.com/migrate-tool/migrate/internal/tail"
+	"github.com/migrate-tool/migrate/internal/traffic"
+)
+
+// Drain defaults.
+const (
+	DefaultDrainThreshold = 1 // requests per minute
+	DefaultQuietFor       = 10 * time.Minute
+	DefaultDrainInterval  = 5 * time.Second
+	sparkMinutes          = 15
+	topClients            = 5
+)
+
+// ErrNotDrained is returned by a one-off drain check that finds traffic or
+// stale DNS still (exit code 3).
+var ErrNotDrained = errors.New("not drained yet")
+
+// DrainOptions shape a drain.
+type DrainOptions struct {
+	Threshold int64         // requests per minute at or under which traffic counts as quiet
+	QuietFor  time.Duration // how long traffic must stay quiet
+	Interval  time.Duration // between checks
+	LogFormat string        // overrides the proxy's log format; "" = as journalled, else detect
+	Resolvers []string      // caching resolvers to watch too
+	Watch     bool          // follow until drained; otherwise check once
+
+	Open func(ctx context.Context, spec string) (host.Host, error)
+	// Update is called after every check.
+	Update func(*DrainCheck)
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// DrainCheck is the state after one interval: the three conditions and
+// what they are made of.
+type DrainCheck struct {
+	Time time.Time `json:"time"`
+	// Traffic through the old host.
+	ReqPerMin  int64                 `json:"req_per_min"`
+	PerMinute  []int64               `json:"per_minute"` // last minutes, oldest first
+	Sparkline  string                `json:"sparkline"`
+	Clients    int                   `json:"clients"` // distinct, last minute
+	Top        []traffic.ClientCount `json:"top,omitempty"`
+	QuietFor   time.Duration         `json:"quiet_for_ns"`
+	QuietNeed  time.Duration         `json:"quiet_need_ns"`
+	Threshold  int64                 `json:"threshold"`
+	TrafficOK  bool                  `json:"traffic_ok"`
+	Lines      int64                 `json:"lines"`
+	Skipped    int64                 `json:"skipped"`
+	Format     string                `json:"format,omitempty"`
+	Rotations  int64                 `json:"rotations"`
+	Truncation int64                 `json:"truncations"`
+	// DNS.
+	DNSPending []string `json:"dns_pending,omitempty"`
+	DNSError   string   `json:"dns_error,omitempty"`
+	DNSOK      bool     `json:"dns_ok"`
+	// Caches.
+	CachesExpire time.Time     `json:"caches_expire,omitzero"`
+	CachesLeft   time.Duration `json:"caches_left_ns"`
+	CachesOK     bool          `json:"caches_ok"`
+
+	Drained bool `json:"drained"`
+}
+
+// DrainResult is how a drain ended.
+type DrainResult struct {
+	Started  time.Time             `json:"started"`
+	Ended    time.Time             `json:"ended"`
+	Final    DrainCheck            `json:"final"`
+	Lines    int64                 `json:"lines"`
+	Skipped  int64                 `json:"skipped"`
+	Tail     tail.Stats            `json:"tail"`
+	Clients  int                   `json:"clients"` // distinct over the whole drain
+	Top      []traffic.ClientCount `json:"top,omitempty"`
+	Proxy    ProxyState            `json:"proxy"`
+	DNS      *DNSSwitch            `json:"dns,omitempty"`
+	Then     []ThenResult          `json:"then,omitempty"`
+	Watching time.Duration         `json:"watching_ns"`
+}
+
+// ThenResult is the outcome of one --then action.
+type ThenResult struct {
+	Action string `json:"action"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// judge combines the three conditions at now.
+func judge(now time.Time, w *traffic.Window, o DrainOptions, dnsOK bool, caches time.Time) DrainCheck {
+	c := DrainCheck{Time: now, Threshold: o.Threshold, QuietNeed: o.QuietFor, DNSOK: dnsOK, CachesExpire: caches}
+	c.ReqPerMin = w.Rate(now)
+	c.PerMinute = w.PerMinute(now, sparkMinutes)
+	c.Sparkline = traffic.Sparkline(c.PerMinute)
+	cl := w.Clients(now, time.Minute)
+	c.Clients = len(cl)
+	c.Top = slices.Clone(traffic.Top(cl, topClients))
+	c.QuietFor = w.QuietFor(now, o.Threshold)
+	c.TrafficOK = c.QuietFor >= o.QuietFor
+	if !caches.IsZero() && caches.After(now) {
+		c.CachesLeft = caches.Sub(now)
+	}
+	c.CachesOK = c.CachesLeft == 0
+	c.Drained = c.TrafficOK && c.DNSOK && c.CachesOK
+	return c
+}
+
+func (o *DrainOptions) defaults() {
+	if o.Threshold < 0 {
+		o.Threshold = 0
+	}
+	if o.QuietFor <= 0 {
+		o.QuietFor = DefaultQuietFor
+	}
+	if o.Interval <= 0 {
+		o.Interval = DefaultDrainInterval
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Update == nil {
+		o.Update = func(*DrainCheck) {}
+	}
+}
+
+// DrainInputs reads what a drain needs from the journal: the proxy the
+// takeover left and the DNS switch (nil when the migration switches no
+// DNS).
+func DrainInputs(m *Migration) (ProxyState, *DNSSwitch, error) {
+	var ps ProxyState
+	if !m.Journal.Done(StepTakeover, &ps) {
+		return ps, nil, hint.With(fmt.Errorf("%s: no proxy holds the old address yet", m.Dir),
+			"run `migrate cutover "+m.Dir+"` first")
+	}
+	if ps.Host == "" {
+		ps.Host = m.Plan.From
+	}
+	if ps.AccessLog == "" {
+		return ps, nil, hint.With(fmt.Errorf("%s: the takeover recorded no proxy access log", m.Dir),
+			"the proxy must log requests to follow them; see docs/drain.md")
+	}
+	var sw DNSSwitch
+	if m.Journal.Done(StepDNS, &sw) {
+		if sw.CachesExpire.IsZero() {
+			for _, c := range sw.Changes {
+				if c != nil && c.CachesExpire.After(sw.CachesExpire) {
+					sw.CachesExpire = c.CachesExpire
+				}
+			}
+		}
+		if len(sw.Servers) == 0 {
+			sw.Servers = m.Plan.DNSServers
+		}
+		return ps, &sw, nil
+	}
+	if len(m.Plan.Domains) > 0 {
+		return ps, nil, hint.With(fmt.Errorf("%s: the DNS has not been switched yet", m.Dir),
+			"finish `migrate cutover "+m.Dir+"`: drain waits for the names to point at the new host")
+	}
+	return ps, nil, nil
+}
