@@ -174,6 +174,18 @@ func (p *Parser) poundRegular(c *cursor, r *Record) ([]byte, bool) {
 	}
 	p.client(h, r)
 	rest := c.rest()
+	// Fast path: "METHOD URI HTTP/x.y - ".
+	fast := *c
+	m, ok1 := fast.token()
+	u, ok2 := fast.token()
+	pr, ok3 := fast.token()
+	if ok1 && ok2 && ok3 && bytes.HasPrefix(pr, []byte("HTTP/")) && fast.literal("- ") {
+		r.Method = method(validMethod(m), p)
+		if !p.opts.SkipPath {
+			r.Path = string(u)
+		}
+		return p.poundResponse(fast.rest(), r)
+	}
 	sep := bytes.Index(rest, []byte(" - "))
 	if sep < 0 {
 		return nil, false
@@ -188,7 +200,13 @@ func (p *Parser) poundRegular(c *cursor, r *Record) ([]byte, bool) {
 		sep += 3 + next
 	}
 	p.request(rest[:sep], r)
-	resp := cursor{b: rest[sep+3:]}
+	return p.poundResponse(rest[sep+3:], r)
+}
+
+// poundResponse parses the response part of a LogLevel 1 line and returns
+// what follows the status code.
+func (p *Parser) poundResponse(b []byte, r *Record) ([]byte, bool) {
+	resp := cursor{b: b}
 	tok, ok := resp.token()
 	if !ok {
 		return nil, false
@@ -230,13 +248,13 @@ func parsePound2(p *Parser, c *cursor, r *Record) bool {
 	if !ok {
 		return false
 	}
-	open := bytes.LastIndex(tail, []byte(" ("))
-	if open < 0 && bytes.HasPrefix(tail, []byte("(")) {
-		open = -1
-	} else if open < 0 {
+	// The suffix starts at the last "(" that opens the line or follows a
+	// space (backend names hold no parentheses).
+	open := bytes.LastIndexByte(tail, '(')
+	if open < 0 || (open > 0 && tail[open-1] != ' ') {
 		return false
 	}
-	svc, ok := serviceSuffix(tail[open+1:])
+	svc, ok := serviceSuffix(tail[open:])
 	if !ok {
 		return false
 	}

@@ -19,23 +19,23 @@ func (c *cursor) skipSpaces() {
 	}
 }
 
-// token returns the bytes up to the next space and skips the spaces after it.
+// token returns the bytes up to the next space and skips the spaces after
+// it. Tokens are short, so a plain loop beats bytes.IndexByte here.
 func (c *cursor) token() ([]byte, bool) {
-	if c.i >= len(c.b) {
+	b, i := c.b, c.i
+	if i >= len(b) || b[i] == ' ' {
 		return nil, false
 	}
-	rest := c.b[c.i:]
-	n := bytes.IndexByte(rest, ' ')
-	if n < 0 {
-		c.i = len(c.b)
-		return rest, len(rest) > 0
+	j := i
+	for j < len(b) && b[j] != ' ' {
+		j++
 	}
-	if n == 0 {
-		return nil, false
+	tok := b[i:j]
+	for j < len(b) && b[j] == ' ' {
+		j++
 	}
-	c.i += n
-	c.skipSpaces()
-	return rest[:n], true
+	c.i = j
+	return tok, true
 }
 
 // quoted reads a "..." field, honouring backslash escapes (Apache \" and
@@ -138,11 +138,8 @@ func splitRequest(b []byte) (method, target []byte) {
 	if sp <= 0 {
 		return nil, nil
 	}
-	method = b[:sp]
-	for _, ch := range method {
-		if ch < 'A' || ch > 'Z' {
-			return nil, nil
-		}
+	if method = validMethod(b[:sp]); method == nil {
+		return nil, nil
 	}
 	target = b[sp+1:]
 	if last := bytes.LastIndexByte(target, ' '); last >= 0 && bytes.HasPrefix(target[last+1:], []byte("HTTP/")) {
@@ -167,4 +164,15 @@ func stripPort(b []byte) []byte {
 		return b
 	}
 	return b[:n]
+}
+
+// validMethod returns b if it looks like an HTTP method (upper-case
+// letters), else nil.
+func validMethod(b []byte) []byte {
+	for _, ch := range b {
+		if ch < 'A' || ch > 'Z' {
+			return nil
+		}
+	}
+	return b
 }
