@@ -27,10 +27,11 @@ func (h *sshHost) CallStream(ctx context.Context, method string, params any, in 
 	if err != nil {
 		return err
 	}
-	s, err := h.session()
+	s, release, err := h.session(ctx)
 	if err != nil {
 		return err
 	}
+	defer release()
 	defer s.Close()
 	stdin, err := s.StdinPipe()
 	if err != nil {

@@ -31,6 +31,7 @@ type agentBinary struct {
 	Size     int64
 	SHA256   string
 	Machines []string // acceptable `uname -m` values
+	Dynamic  bool     // has an ELF interpreter: needs a compatible libc on the host
 }
 
 var binCache sync.Map // path -> *agentBinary
@@ -58,6 +59,10 @@ func localAgentBinary(p string) (*agentBinary, error) {
 			"build migrate for Linux (GOOS=linux CGO_ENABLED=0) and point MIGRATE_AGENT_BINARY at it")
 	}
 	machines := unameMachines(ef.Machine, ef.Class)
+	dynamic := false
+	for _, p := range ef.Progs {
+		dynamic = dynamic || p.Type == elf.PT_INTERP
+	}
 	ef.Close()
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return nil, fmt.Errorf("agent binary: %w", err)
@@ -67,7 +72,7 @@ func localAgentBinary(p string) (*agentBinary, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent binary: hash %s: %w", p, err)
 	}
-	b := &agentBinary{Path: p, Size: n, SHA256: hex.EncodeToString(h.Sum(nil)), Machines: machines}
+	b := &agentBinary{Path: p, Size: n, SHA256: hex.EncodeToString(h.Sum(nil)), Machines: machines, Dynamic: dynamic}
 	binCache.Store(p, b)
 	return b, nil
 }
@@ -178,6 +183,9 @@ func (h *sshHost) deploy(ctx context.Context) (string, error) {
 	case p.Size == bin.Size && (p.SHA256 == bin.SHA256 || p.SHA256 == ""):
 		h.log.Debug("agent already deployed", "path", p.Path, "verified_sha256", p.SHA256 != "")
 	default:
+		if bin.Dynamic {
+			h.log.Warn("the agent binary is dynamically linked and may not run on the host; build it with CGO_ENABLED=0", "binary", bin.Path)
+		}
 		if p.Size >= 0 {
 			h.log.Warn("replacing a damaged agent binary", "path", p.Path, "size", p.Size, "sha256", p.SHA256)
 		}

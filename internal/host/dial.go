@@ -50,7 +50,7 @@ func dialSSH(ctx context.Context, s Spec, opts Options) (*sshHost, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	h := &sshHost{spec: s, opts: opts, log: log, target: t, stop: make(chan struct{})}
+	h := &sshHost{spec: s, opts: opts, log: log, target: t, stop: make(chan struct{}), slots: make(chan struct{}, maxSessions)}
 	var prev *ssh.Client
 	for _, j := range t.ProxyJump {
 		js, err := ParseSpec(j)

@@ -149,6 +149,23 @@ func TestOpenSSHAgent(t *testing.T) {
 	if err := h.CallStream(ctx, "hosttest.upper", nil, strings.NewReader("stream"), &up, &n); err != nil || up.String() != "STREAM" || n != 6 {
 		t.Fatalf("stream after keepalives: %v %q %d", err, up.String(), n)
 	}
+	// more concurrent calls than sshd's MaxSessions (10) on one connection
+	errs := make(chan error, 20)
+	for i := 0; i < 20; i++ {
+		go func() {
+			var r struct{ Said string }
+			err := h.Call(ctx, "hosttest.echo", map[string]string{"Say": "x"}, &r)
+			if err == nil && r.Said != "x" {
+				err = fmt.Errorf("got %q", r.Said)
+			}
+			errs <- err
+		}()
+	}
+	for i := 0; i < 20; i++ {
+		if err := <-errs; err != nil {
+			t.Fatalf("concurrent call: %v", err)
+		}
+	}
 	h.Close()
 
 	h2, err := Open(ctx, spec, srv.opts())

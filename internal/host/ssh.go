@@ -23,6 +23,7 @@ type sshHost struct {
 	jumps  []*ssh.Client
 
 	stop      chan struct{}
+	slots     chan struct{} // bounds concurrent sessions below sshd's MaxSessions
 	closeOnce sync.Once
 
 	sftpMu sync.Mutex
@@ -88,8 +89,13 @@ func (h *sshHost) Close() error {
 	return err
 }
 
-// keepAlive sends keepalive@openssh.com requests and closes the
-// connection when three in a row get no answer.
+// keepAliveTimeout is the least time a keepalive may take to be answered
+// before it counts as missed: behind a bulk upload a reply can take far
+// longer than a short interval.
+const keepAliveTimeout = 10 * time.Second
+
+// keepAlive sends a keepalive@openssh.com request every interval and
+// closes the connection when three in a row go unanswered.
 func (h *sshHost) keepAlive() {
 	every := h.opts.KeepAlive
 	if every == 0 {
@@ -98,6 +104,7 @@ func (h *sshHost) keepAlive() {
 	if every < 0 {
 		return
 	}
+	timeout := max(every, keepAliveTimeout)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	missed := 0
@@ -122,7 +129,7 @@ func (h *sshHost) keepAlive() {
 				return
 			}
 			missed = 0
-		case <-time.After(every):
+		case <-time.After(timeout):
 			missed++
 			if missed >= 3 {
 				h.log.Warn("connection lost: no answer to keepalives", "host", h.spec.Raw)
@@ -133,13 +140,26 @@ func (h *sshHost) keepAlive() {
 	}
 }
 
-// session opens a session on the shared connection.
-func (h *sshHost) session() (*ssh.Session, error) {
-	s, err := h.client.NewSession()
-	if err != nil {
-		return nil, fmt.Errorf("ssh %s: open session: %w", h.spec.Raw, err)
+// maxSessions is how many exec and agent sessions run at once on one
+// connection: OpenSSH allows 10 channels (MaxSessions), one is kept for
+// SFTP.
+const maxSessions = 8
+
+// session opens a session on the shared connection, waiting for a free
+// slot. release must be called once the session is closed.
+func (h *sshHost) session(ctx context.Context) (s *ssh.Session, release func(), err error) {
+	select {
+	case h.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
 	}
-	return s, nil
+	release = func() { <-h.slots }
+	s, err = h.client.NewSession()
+	if err != nil {
+		release()
+		return nil, nil, fmt.Errorf("ssh %s: open session: %w", h.spec.Raw, err)
+	}
+	return s, release, nil
 }
 
 // Exec runs argv, shell-quoted, on the host.
@@ -152,10 +172,11 @@ func (h *sshHost) Exec(ctx context.Context, argv []string, stdin io.Reader, stdo
 
 // run runs a shell command line; argv is only for error messages.
 func (h *sshHost) run(ctx context.Context, cmdline string, argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	s, err := h.session()
+	s, release, err := h.session(ctx)
 	if err != nil {
 		return err
 	}
+	defer release()
 	defer s.Close()
 	s.Stdin, s.Stdout, s.Stderr = stdin, stdout, stderr
 	if err := s.Start(cmdline); err != nil {
