@@ -183,7 +183,7 @@ func dnsRun(ctx context.Context, o *DNSOptions) error {
 	if o.Op == "lower-ttl" {
 		ch, err = u.LowerTTL(ctx, o.Name, o.TTL)
 	} else {
-		ch, err = u.Set(ctx, o.Name, dns.StringToType[o.Type], o.Values, o.TTL)
+		ch, err = u.Set(ctx, o.Name, o.Type, o.Values, o.TTL)
 	}
 	return printChange(o, ch, record, err)
 }

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
-
 	"github.com/migrate-tool/migrate/internal/hint"
 )
 
@@ -70,7 +68,7 @@ func TestE2EBINDMove(t *testing.T) {
 	var setErr error
 	u.RecordPath = filepath.Join(b.dir, "set.json")
 	start := time.Now()
-	wg.Go(func() { set, setErr = u.Set(ctx, "www", dns.TypeA, []string{newAddr}, 3) })
+	wg.Go(func() { set, setErr = u.Set(ctx, "www", "A", []string{newAddr}, 3) })
 	last, err := Watch(ctx, q, WatchOptions{Interval: 250 * time.Millisecond, OldTTL: 0,
 		Progress: func(r *WatchRound) { rounds = append(rounds, r) }})
 	wg.Wait()
@@ -151,7 +149,7 @@ func TestE2EBINDMove(t *testing.T) {
 	if err := snap.WriteFile(path); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := u.Set(ctx, "www", dns.TypeCNAME, []string{"mail"}, 3); err != nil {
+	if _, err := u.Set(ctx, "www", "CNAME", []string{"mail"}, 3); err != nil {
 		t.Fatal(err)
 	}
 	snap2, err := ReadSnapshot(path)

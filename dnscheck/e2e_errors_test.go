@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
-
 	"github.com/migrate-tool/migrate/internal/hint"
 )
 
@@ -52,7 +50,7 @@ func TestE2EBINDBadInput(t *testing.T) {
 		{name: "unreachable", server: silent.LocalAddr().String(), want: []string{"timed out", silent.LocalAddr().String()}},
 		{name: "concurrent edit", hook: func(t *testing.T) {
 			other := &Updater{Zone: "example.test", Primary: b.primary, Key: b.key, ConfirmTimeout: -1}
-			if _, err := other.Set(ctx, "www", dns.TypeA, []string{"192.0.2.99"}, 0); err != nil {
+			if _, err := other.Set(ctx, "www", "A", []string{"192.0.2.99"}, 0); err != nil {
 				t.Fatalf("concurrent edit: %v", err)
 			}
 		}, want: []string{"NXRRSET", "update example.test"}},
@@ -75,7 +73,7 @@ func TestE2EBINDBadInput(t *testing.T) {
 			if tc.hook != nil {
 				u.beforeSend = func() { tc.hook(t); before = zoneState(t, b) }
 			}
-			_, err := u.Set(ctx, "www", dns.TypeA, []string{newAddr}, 3)
+			_, err := u.Set(ctx, "www", "A", []string{newAddr}, 3)
 			if err == nil {
 				t.Fatal("no error")
 			}

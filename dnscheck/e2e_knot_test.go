@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/miekg/dns"
 )
 
 // startKnot starts a Knot DNS primary on 127.0.0.1 and a secondary on
@@ -115,7 +113,7 @@ func TestE2EKnot(t *testing.T) {
 	if ch, err := u.LowerTTL(ctx, "www", 3); err != nil || ch.Status != "confirmed" {
 		t.Fatalf("lower-ttl: %v %+v", err, ch)
 	}
-	set, err := u.Set(ctx, "www", dns.TypeA, []string{newAddr}, 0)
+	set, err := u.Set(ctx, "www", "A", []string{newAddr}, 0)
 	if err != nil || set.Status != "confirmed" || set.New[0].TTL != 3 {
 		t.Fatalf("set: %v %+v", err, set)
 	}
@@ -131,7 +129,7 @@ func TestE2EKnot(t *testing.T) {
 	for _, k := range []*Key{bad, nil} {
 		uu := *u
 		uu.Key, uu.RecordPath = k, filepath.Join(b.dir, "bad.json")
-		_, err := uu.Set(ctx, "www", dns.TypeA, []string{"192.0.2.77"}, 0)
+		_, err := uu.Set(ctx, "www", "A", []string{"192.0.2.77"}, 0)
 		if err == nil || !strings.Contains(err.Error(), b.primary) {
 			t.Fatalf("key %v: %v", k, err)
 		}

@@ -62,14 +62,16 @@ func (u *Updater) LowerTTL(ctx context.Context, name string, ttl uint32) (*Chang
 	})
 }
 
-// Set replaces name's records of type typ (A, AAAA, CNAME or MX) with
-// values. Setting a CNAME also removes A and AAAA; setting anything else
-// removes a CNAME. ttl 0 keeps the TTL of the set replaced (300 if none).
-func (u *Updater) Set(ctx context.Context, name string, typ uint16, values []string, ttl uint32) (*Change, error) {
+// Set replaces name's records of type rrtype ("A", "AAAA", "CNAME", "MX"
+// or "TXT") with values (MX values: "PREF HOST"). Setting a CNAME also
+// removes A and AAAA; setting anything else removes a CNAME. ttl 0 keeps
+// the TTL of the set replaced (300 if none).
+func (u *Updater) Set(ctx context.Context, name, rrtype string, values []string, ttl uint32) (*Change, error) {
+	typ := dns.StringToType[strings.ToUpper(rrtype)]
 	switch typ {
 	case dns.TypeA, dns.TypeAAAA, dns.TypeCNAME, dns.TypeMX, dns.TypeTXT:
 	default:
-		return nil, fmt.Errorf("cannot set %s records (A, AAAA, CNAME, MX or TXT)", dns.TypeToString[typ])
+		return nil, fmt.Errorf("cannot set %s records (A, AAAA, CNAME, MX or TXT)", rrtype)
 	}
 	return u.apply(ctx, "set", name, editTypes, func(zone string, cur []RRset) ([]RRset, error) {
 		return setPlan(zone, cur, absName(name, zone), typ, values, ttl)
