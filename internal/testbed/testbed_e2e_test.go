@@ -35,12 +35,13 @@ func TestHostsAreSeparate(t *testing.T) {
 			t.Errorf("%s: eth0 has %q, want %s/24", n.Name, addr, n.Addr)
 		}
 		// The PID namespace shows only the host's own processes: tini,
-		// its sleep, sshd maybe, and the ls itself.
+		// its sleep, sshd (and a child for a connection) maybe, and the
+		// shell pipeline itself; the machine has many more.
 		out := n.MustExec(t, "sh", "-c", "ls -d /proc/[0-9]* | wc -l; cat /proc/1/comm")
 		var count int
 		var init string
 		fmt.Sscan(out, &count, &init)
-		if count > 6 || init != "tini" {
+		if count > 12 || init != "tini" {
 			t.Errorf("%s: %d processes, init %q; want a handful under tini", n.Name, count, init)
 		}
 		for _, d := range []string{"/run/sshd", "/var/log/nginx", "/run/lock", "/srv", "/var/lib/migrate"} {
