@@ -436,3 +436,44 @@ func (r *Root) SetMeta(p string, m Meta) error {
 	}
 	return nil
 }
+
+// removeTemps deletes temporary files left in the root by an interrupted
+// run (a killed agent cannot clean up after itself).
+func (r *Root) removeTemps() error {
+	return removeTempsAt(r.fd, 0)
+}
+
+func removeTempsAt(dirfd int, depth int) error {
+	if depth > 64 {
+		return nil
+	}
+	fd, err := unix.Openat(dirfd, ".", unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("scan root: %w", err)
+	}
+	d := os.NewFile(uintptr(fd), ".")
+	defer d.Close()
+	ents, err := d.ReadDir(-1)
+	if err != nil {
+		return fmt.Errorf("scan root: %w", err)
+	}
+	for _, e := range ents {
+		switch {
+		case strings.HasPrefix(e.Name(), ".migrate-tmp-"):
+			if err := removeAt(fd, e.Name()); err != nil {
+				return err
+			}
+		case e.Type().IsDir():
+			sub, err := unix.Openat(fd, e.Name(), unix.O_DIRECTORY|unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if err != nil {
+				continue
+			}
+			err = removeTempsAt(sub, depth+1)
+			unix.Close(sub)
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -69,8 +69,11 @@ func TestShipFreshResumeAndComplete(t *testing.T) {
 		t.Fatalf("second ship: %+v %v", st2, err)
 	}
 
-	// Damage one file in the root and lose the marker: only that file is sent again.
+	// Damage one file in the root and lose the marker, as after an
+	// interruption (with a stale temp file): only that file is sent again.
 	os.Remove(filepath.Join(l.Dir(), completeFile))
+	stale := filepath.Join(l.Root(), "srv/.migrate-tmp-0011-big.bin")
+	os.WriteFile(stale, []byte("partial"), 0o600)
 	p := filepath.Join(l.Root(), "srv/big.bin")
 	big2 := readFile(t, p)
 	big2[12345] ^= 0xff
@@ -86,6 +89,9 @@ func TestShipFreshResumeAndComplete(t *testing.T) {
 	}
 	if got := readFile(t, p); !bytes.Equal(got, big) {
 		t.Fatal("big.bin not repaired")
+	}
+	if _, err := os.Stat(stale); err == nil {
+		t.Fatal("stale temp file left in the root")
 	}
 }
 

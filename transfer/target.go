@@ -127,6 +127,9 @@ func prepare(ctx context.Context, p prepareParams, log *slog.Logger) (*PrepareRe
 	if err := l.writeState(manifestFile, mj); err != nil {
 		return nil, diskHint(err)
 	}
+	if err := t.root.removeTemps(); err != nil {
+		return nil, err
+	}
 	if err := t.makeDirs(); err != nil {
 		return nil, diskHint(err)
 	}

@@ -15,9 +15,9 @@ type Port struct {
 	Port  int
 }
 
-// Listening reports whether some socket in this network namespace is
-// bound to port (TCP: in LISTEN state).
-func Listening(p Port) bool {
+// Listening reports whether one of the sockets in inodes is bound to
+// port in this network namespace (TCP: in LISTEN state).
+func Listening(p Port, inodes map[string]bool) bool {
 	protos := []string{p.Proto}
 	switch p.Proto {
 	case "tcp", "tcp6":
@@ -32,7 +32,7 @@ func Listening(p Port) bool {
 		}
 		for _, line := range strings.Split(string(b), "\n")[1:] {
 			f := strings.Fields(line)
-			if len(f) < 4 {
+			if len(f) < 10 || !inodes[f[9]] {
 				continue
 			}
 			i := strings.LastIndexByte(f[1], ':')
@@ -46,6 +46,52 @@ func Listening(p Port) bool {
 		}
 	}
 	return false
+}
+
+// socketInodes returns the inodes of the sockets open in init's
+// descendants (the service's processes).
+func socketInodes(initPID int) map[string]bool {
+	inodes := map[string]bool{}
+	for _, pid := range descendants(initPID) {
+		dir := fmt.Sprintf("/proc/%d/fd", pid)
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			l, err := os.Readlink(dir + "/" + e.Name())
+			if err == nil && strings.HasPrefix(l, "socket:[") {
+				inodes[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] = true
+			}
+		}
+	}
+	return inodes
+}
+
+// descendants lists pid's children, grandchildren and so on.
+func descendants(pid int) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	kids := map[int][]int{}
+	for _, e := range ents {
+		c, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		pp := ppidOf(c)
+		kids[pp] = append(kids[pp], c)
+	}
+	var out []int
+	todo := []int{pid}
+	for len(todo) > 0 {
+		p := todo[0]
+		todo = todo[1:]
+		out = append(out, kids[p]...)
+		todo = append(todo, kids[p]...)
+	}
+	return out
 }
 
 // Wait waits until the service in dir is up: every port listening (or,
@@ -64,8 +110,11 @@ func Wait(ctx context.Context, dir string, ports []Port, grace, timeout time.Dur
 		}
 		if st.Status == StatusRunning {
 			up := len(ports) > 0 || time.Since(start) >= grace
-			for _, p := range ports {
-				up = up && Listening(p)
+			if len(ports) > 0 {
+				inodes := socketInodes(st.InitPID)
+				for _, p := range ports {
+					up = up && Listening(p, inodes)
+				}
 			}
 			if up {
 				return st, nil
