@@ -84,6 +84,7 @@ func startProxy(t testing.TB, src string, alog io.Writer) *Server {
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	lastServer = s
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -100,3 +101,5 @@ func portOf(u string) string {
 	_, p, _ := net.SplitHostPort(hostPort(u))
 	return p
 }
+
+func readFile(p string) ([]byte, error) { return os.ReadFile(p) }

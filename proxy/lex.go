@@ -37,7 +37,8 @@ type Diag struct {
 func (d Diag) String() string { return d.Pos.String() + ": " + d.Msg }
 
 // lex splits src into directive lines. Comments start with # outside
-// quotes; strings are double-quoted with backslash escapes.
+// quotes; strings are double-quoted; inside them \\" and \\\\ are
+// escapes and any other backslash is kept (regular expressions need it).
 func lex(file string, src []byte, diags *[]Diag) []line {
 	var out []line
 	lineNo := 1
@@ -67,7 +68,7 @@ func lexLine(file string, lineNo int, s string, diags *[]Diag) []token {
 			j := i + 1
 			closed := false
 			for j < len(s) {
-				if s[j] == '\\' && j+1 < len(s) {
+				if s[j] == '\\' && j+1 < len(s) && (s[j+1] == '"' || s[j+1] == '\\') {
 					b.WriteByte(s[j+1])
 					j += 2
 					continue

@@ -126,6 +126,10 @@ func (in *instance) newService(sc *ServiceConfig) *service {
 		}
 	}
 	s.iwrr = iwrrSchedule(s.backends)
+	s.byKey = map[string]*backend{}
+	for _, b := range s.all() {
+		s.byKey[b.key] = b
+	}
 	in.services = append(in.services, s)
 	in.svcByName[name] = s
 	return s

@@ -16,6 +16,7 @@ type service struct {
 	backends  []*backend
 	emergency []*backend
 	iwrr      []int // schedule of indices into backends
+	byKey     map[string]*backend
 	next      atomic.Uint64
 	sess      *sessionTable
 	m         *serviceMetrics
@@ -140,7 +141,13 @@ func (s *service) pick(req *msgHead, client netip.Addr, tried uint64) (*backend,
 	if s.sess != nil {
 		key = s.sess.key(req, client)
 		if key != "" {
-			if b := s.sess.lookup(key); b != nil && b.usable() && tried&(1<<uint(b.id%64)) == 0 {
+			var b *backend
+			if s.sess.cfg.Type == "ID" {
+				b = s.byKey[key]
+			} else {
+				b = s.sess.lookup(key)
+			}
+			if b != nil && b.usable() && tried&(1<<uint(b.id%64)) == 0 {
 				return b, key
 			}
 		}
@@ -215,9 +222,9 @@ func newSessionTable(cfg *SessionConfig) *sessionTable {
 	return &sessionTable{cfg: cfg, m: map[string]sessEntry{}}
 }
 
-// learnOnRequest is false for sessions learnt from the backend's answer.
+// learnOnRequest is false for ID sessions, which live in the client's cookie.
 func (t *sessionTable) learnOnRequest() bool {
-	return t.cfg.Type != "COOKIE" && t.cfg.Type != "HEADER" && t.cfg.Type != "ID"
+	return t.cfg.Type != "ID"
 }
 
 func (t *sessionTable) lookup(key string) *backend {

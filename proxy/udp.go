@@ -24,9 +24,8 @@ type udpListener struct {
 }
 
 type udpFlow struct {
-	b    *backend
-	up   net.Conn
-	last time.Time
+	b  *backend
+	up net.Conn
 }
 
 const maxUDPFlows = 16384
@@ -74,14 +73,17 @@ func (u *udpListener) forward(ctx context.Context, pc net.PacketConn, pkt []byte
 	f := u.flows[key]
 	u.mu.Unlock()
 	if f == nil || !f.b.usable() {
-		if len(u.flows) >= maxUDPFlows {
+		u.mu.Lock()
+		full := len(u.flows) >= maxUDPFlows
+		u.mu.Unlock()
+		if full {
 			return
 		}
 		b, up, err := dialAny(ctx, u.svc, "udp")
 		if err != nil {
 			return
 		}
-		f = &udpFlow{b: b, up: up, last: time.Now()}
+		f = &udpFlow{b: b, up: up}
 		u.mu.Lock()
 		if old := u.flows[key]; old != nil {
 			old.up.Close()
@@ -90,7 +92,6 @@ func (u *udpListener) forward(ctx context.Context, pc net.PacketConn, pkt []byte
 		u.mu.Unlock()
 		go u.replies(pc, f, client, key)
 	}
-	f.last = time.Now()
 	if _, err := f.up.Write(pkt); err == nil {
 		u.srv.m.bytesIn.Add(float64(len(pkt)))
 	}
