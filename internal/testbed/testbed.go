@@ -161,7 +161,12 @@ func (b *Bed) Close() {
 		}
 	}
 	if os.Getenv("MIGRATE_TESTBED_KEEP") == "1" && b.t.Failed() {
-		b.t.Logf("testbed: MIGRATE_TESTBED_KEEP=1: leaving %s* up (next run on this subnet removes it)", b.Prefix)
+		for _, n := range b.Nodes() {
+			if n != nil && n.init != nil {
+				b.t.Logf("testbed: MIGRATE_TESTBED_KEEP=1: %s left up: nsenter -t %d -a bash", n.Hostname, n.initPid)
+			}
+		}
+		b.t.Logf("testbed: remove it with scripts/testbed-clean (or any later test run)")
 		return
 	}
 	for i := len(procs) - 1; i >= 0; i-- {
