@@ -97,8 +97,49 @@ type ThenResult struct {
 	Detail string `json:"detail,omitempty"`
 }
 
+// quietTracker knows since when traffic has stayed at or under a rate:
+// the last moment the requests within span exceeded limit ends the quiet.
+// span is a minute, or the quiet period when shorter, and limit the
+// threshold scaled to span.
+type quietTracker struct {
+	start    time.Time
+	span     time.Duration
+	limit    float64
+	recent   []time.Time // request times within span of the newest
+	lastBusy time.Time
+}
+
+func newQuietTracker(start time.Time, threshold int64, quietFor time.Duration) *quietTracker {
+	span := min(time.Minute, quietFor)
+	return &quietTracker{start: start, span: span, limit: float64(threshold) * span.Seconds() / 60}
+}
+
+// add counts n requests at t (times must not go backwards by much).
+func (q *quietTracker) add(t time.Time, n int64) {
+	for range n {
+		q.recent = append(q.recent, t)
+	}
+	i := 0
+	for i < len(q.recent) && !q.recent[i].After(t.Add(-q.span)) {
+		i++
+	}
+	q.recent = q.recent[i:]
+	if float64(len(q.recent)) > q.limit && t.After(q.lastBusy) {
+		q.lastBusy = t
+	}
+}
+
+// quietFor is how long traffic has been quiet at now.
+func (q *quietTracker) quietFor(now time.Time) time.Duration {
+	from := q.start
+	if q.lastBusy.After(from) {
+		from = q.lastBusy
+	}
+	return max(now.Sub(from), 0)
+}
+
 // judge combines the three conditions at now.
-func judge(now time.Time, w *traffic.Window, o DrainOptions, dnsOK bool, caches time.Time) DrainCheck {
+func judge(now time.Time, w *traffic.Window, q *quietTracker, o DrainOptions, dnsOK bool, caches time.Time) DrainCheck {
 	c := DrainCheck{Time: now, Threshold: o.Threshold, QuietNeed: o.QuietFor, DNSOK: dnsOK, CachesExpire: caches}
 	c.ReqPerMin = w.Rate(now)
 	c.PerMinute = w.PerMinute(now, sparkMinutes)
@@ -106,7 +147,7 @@ func judge(now time.Time, w *traffic.Window, o DrainOptions, dnsOK bool, caches 
 	cl := w.Clients(now, time.Minute)
 	c.Clients = len(cl)
 	c.Top = slices.Clone(traffic.Top(cl, topClients))
-	c.QuietFor = w.QuietFor(now, o.Threshold)
+	c.QuietFor = q.quietFor(now)
 	c.TrafficOK = c.QuietFor >= o.QuietFor
 	if !caches.IsZero() && caches.After(now) {
 		c.CachesLeft = caches.Sub(now)

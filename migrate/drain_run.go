@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,13 +56,17 @@ func drainOnce(ctx context.Context, h host.Host, sw *DNSSwitch, o DrainOptions, 
 		return nil, err
 	}
 	w := traffic.NewWindow(start, o.QuietFor+2*time.Minute)
-	for sec, n := range rr.Seconds {
+	q := newQuietTracker(start, o.Threshold, o.QuietFor)
+	secs := slices.Sorted(maps.Keys(rr.Seconds))
+	for _, sec := range secs {
+		n := rr.Seconds[sec]
 		for range n {
 			w.Add(time.Unix(sec, 0), "")
 		}
+		q.add(time.Unix(sec, 0), n)
 	}
 	dnsOK, pending, dnsErr := checkDNS(ctx, sw, o)
-	c := judge(now, w, o, dnsOK, cachesExpire(sw))
+	c := judge(now, w, q, o, dnsOK, cachesExpire(sw))
 	c.DNSPending, c.DNSError, c.Lines, c.Format = pending, dnsErr, rr.Lines, rr.Format
 	res.Clients, res.Top = len(rr.Clients), topOf(rr.Clients, topClients)
 	c.Clients, c.Top = res.Clients, res.Top
@@ -94,6 +99,7 @@ type followOut struct {
 
 func drainWatch(ctx context.Context, h host.Host, sw *DNSSwitch, o DrainOptions, res *DrainResult) (*DrainResult, error) {
 	w := traffic.NewWindow(res.Started, max(o.QuietFor, sparkMinutes*time.Minute)+2*time.Minute)
+	q := newQuietTracker(res.Started, o.Threshold, o.QuietFor)
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	fctx, cancelFollow := context.WithCancel(ctx)
@@ -124,21 +130,21 @@ func drainWatch(ctx context.Context, h host.Host, sw *DNSSwitch, o DrainOptions,
 				}
 				return nil, fmt.Errorf("follow %s on %s: %w", res.Proxy.AccessLog, h, fo.err)
 			}
-			addBatch(w, all, o.Now(), &b)
+			addBatch(w, q, all, o.Now(), &b)
 			last.Lines += b.Lines
 			last.Skipped += b.Skipped
 			last.Tail, last.Format = b.Tail, b.Format
 		case <-tick.C:
 			now := o.Now()
 			dnsOK, pending, dnsErr := checkDNS(ctx, sw, o)
-			c := judge(now, w, o, dnsOK, cachesExpire(sw))
+			c := judge(now, w, q, o, dnsOK, cachesExpire(sw))
 			c.DNSPending, c.DNSError = pending, dnsErr
 			c.Lines, c.Skipped, c.Format = last.Lines, last.Skipped, last.Format
 			c.Rotations, c.Truncation = last.Tail.Rotations, last.Tail.Truncations
 			o.Update(&c)
 			if c.Drained {
 				res.Final = c
-				return finishWatch(inW, done, batches, w, all, o, res)
+				return finishWatch(inW, done, batches, w, q, all, o, res)
 			}
 		}
 	}
@@ -146,10 +152,10 @@ func drainWatch(ctx context.Context, h host.Host, sw *DNSSwitch, o DrainOptions,
 
 // finishWatch ends the follow cleanly (ending its input stream) and
 // collects the last batches and the totals.
-func finishWatch(inW *io.PipeWriter, done chan followOut, batches chan FollowBatch, w *traffic.Window, all map[string]int64, o DrainOptions, res *DrainResult) (*DrainResult, error) {
+func finishWatch(inW *io.PipeWriter, done chan followOut, batches chan FollowBatch, w *traffic.Window, q *quietTracker, all map[string]int64, o DrainOptions, res *DrainResult) (*DrainResult, error) {
 	inW.Close()
 	for b := range batches {
-		addBatch(w, all, o.Now(), &b)
+		addBatch(w, q, all, o.Now(), &b)
 	}
 	fo := <-done
 	if fo.err != nil {
@@ -178,7 +184,8 @@ func decodeBatches(r io.Reader, out chan<- FollowBatch) {
 
 // addBatch counts a batch's requests at now (the time they were seen:
 // log time stamps may be coarse, late or in another zone).
-func addBatch(w *traffic.Window, all map[string]int64, now time.Time, b *FollowBatch) {
+func addBatch(w *traffic.Window, q *quietTracker, all map[string]int64, now time.Time, b *FollowBatch) {
+	q.add(now, b.Lines)
 	for c, n := range b.Clients {
 		for range n {
 			w.Add(now, c)
