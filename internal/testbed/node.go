@@ -130,8 +130,9 @@ func (n *Node) MustExec(t testing.TB, argv ...string) string {
 
 // initScript runs as PID 1 of the host's new PID namespace, inside its
 // network namespace and a new mount, UTS and IPC namespace: it configures
-// the network, mounts /proc and the private tmpfs, reports on fd 3 and
-// becomes tini, which reaps orphans until it is killed.
+// the network, mounts /proc, the bed's /etc/hosts, the host's /etc/hostname
+// and the private tmpfs, reports on fd 3 and becomes tini, which reaps
+// orphans until it is killed.
 const initScript = `set -e
 mount --make-rprivate /
 hostname "$1"
@@ -140,7 +141,9 @@ ip addr add "$2" dev eth0
 ip link set lo up
 ip link set eth0 up
 tini=$3
-shift 3
+mount --bind "$4" /etc/hosts
+mount --bind "$5" /etc/hostname
+shift 5
 for d in "$@"; do
 	mkdir -p "$d"
 	mount -t tmpfs -o mode=0755,nosuid,nodev testbed "$d"
@@ -171,8 +174,12 @@ func (n *Node) startInit(private []string) error {
 		return err
 	}
 	defer r.Close()
+	hostname := filepath.Join(n.Dir, "hostname")
+	if err := os.WriteFile(hostname, []byte(n.Hostname+"\n"), 0o644); err != nil {
+		return err
+	}
 	args := []string{"netns", "exec", n.NetNS, "/bin/sh", "-c", initScript, "init",
-		n.Hostname, n.Addr + "/24", tini}
+		n.Hostname, n.Addr + "/24", tini, filepath.Join(n.bed.Dir, "hosts"), hostname}
 	args = append(args, private...)
 	cmd := exec.Command(ip, args...)
 	cmd.Dir = "/"

@@ -114,6 +114,9 @@ func New(t testing.TB, opts Options) *Bed {
 	if err := b.setupNetwork(); err != nil {
 		t.Fatalf("testbed: %v", err)
 	}
+	if err := b.writeHosts(); err != nil {
+		t.Fatalf("testbed: %v", err)
+	}
 	private := append(append([]string{}, DefaultPrivateDirs...), opts.PrivateDirs...)
 	if err := parallel(b.Nodes(), func(n *Node) error { return n.startInit(private) }); err != nil {
 		t.Fatalf("testbed: %v", err)
@@ -251,4 +254,16 @@ func RequireTools(t testing.TB, tools ...string) {
 	if len(missing) > 0 {
 		Unavailable(t, "missing tools: %s (see .ci/packages.d/)", strings.Join(missing, ", "))
 	}
+}
+
+// writeHosts writes the /etc/hosts every host sees: the bed's hosts by
+// hostname and short name, and the runner as "runner".
+func (b *Bed) writeHosts() error {
+	var sb strings.Builder
+	sb.WriteString("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+	for _, n := range b.Nodes() {
+		fmt.Fprintf(&sb, "%s\t%s %s\n", n.Addr, n.Hostname, n.Name)
+	}
+	fmt.Fprintf(&sb, "%s\t%shost runner\n", b.RootAddr, b.Prefix)
+	return os.WriteFile(filepath.Join(b.Dir, "hosts"), []byte(sb.String()), 0o644)
 }

@@ -30,6 +30,12 @@ func TestHostsAreSeparate(t *testing.T) {
 		if got := strings.TrimSpace(n.MustExec(t, "hostname")); got != n.Hostname {
 			t.Errorf("%s: hostname %q, want %q", n.Name, got, n.Hostname)
 		}
+		if got := n.MustExec(t, "getent", "hosts", "new"); !strings.HasPrefix(got, bed.New.Addr+" ") {
+			t.Errorf("%s: new resolves to %q", n.Name, got)
+		}
+		if got := strings.TrimSpace(n.MustExec(t, "cat", "/etc/hostname")); got != n.Hostname {
+			t.Errorf("%s: /etc/hostname %q", n.Name, got)
+		}
 		addr := n.MustExec(t, "ip", "-4", "-o", "addr", "show", "dev", "eth0")
 		if !strings.Contains(addr, " "+n.Addr+"/24 ") {
 			t.Errorf("%s: eth0 has %q, want %s/24", n.Name, addr, n.Addr)
