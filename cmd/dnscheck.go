@@ -272,8 +272,11 @@ func printReportText(w io.Writer, rep *dnscheck.Report) {
 		if s.Serial != 0 {
 			serial = fmt.Sprint(s.Serial)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Server, s.Role, yesNo(s.Authoritative), serial,
-			s.RTT.Round(10*time.Microsecond), exp, detail)
+		rtt := "-"
+		if s.RTT > 0 {
+			rtt = s.RTT.Round(10 * time.Microsecond).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Server, s.Role, yesNo(s.Authoritative), serial, rtt, exp, detail)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
@@ -310,15 +313,20 @@ func printAnswer(tw io.Writer, server string, a dnscheck.Answer, seen map[string
 	}
 	if a.Error != "" {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t-\t%s\n", server, a.Name, a.Type, a.Error)
-	} else if len(a.Records) == 0 && a.Rcode != "NOERROR" {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t-\t%s\n", server, a.Name, a.Type, a.Rcode)
+	} else if line := fmt.Sprintf("%s\t%s\t*\t-\t%s\n", server, a.Name, a.Rcode); len(a.Records) == 0 && a.Rcode != "NOERROR" && !seen[line] {
+		seen[line] = true
+		fmt.Fprint(tw, line)
 	}
 	for _, r := range a.Records {
 		v := r.Value
 		if r.Type == "MX" {
 			v = fmt.Sprintf("%d %s", r.Pref, r.Value)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", server, r.Name, r.Type, r.TTL, v)
+		line := fmt.Sprintf("%s\t%s\t%s\t%d\t%s\n", server, r.Name, r.Type, r.TTL, v)
+		if !seen[line] {
+			seen[line] = true
+			fmt.Fprint(tw, line)
+		}
 	}
 }
 
