@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/migrate-tool/migrate/internal/agent"
 	"github.com/migrate-tool/migrate/internal/hint"
 )
