@@ -57,7 +57,7 @@ func samplePlan() *migrate.Plan {
 		PresentBytes: 1 << 20, TargetKnown: true, BytesToSend: 2 << 20, Bandwidth: migrate.DefaultBandwidth, EstTransfer: time.Second, EstCutover: 5 * time.Second, Packages: []string{"nginx-core"}}
 	p.DNS = &migrate.DNSSection{Zone: "example.test.", Consistent: true, Servers: []migrate.DNSServer{{Server: "127.0.0.1:53", Serial: 7}},
 		Records: []migrate.DNSRecord{{Name: "www.example.test.", Type: "A", TTL: time.Hour, Value: "10.0.0.1"}},
-		MaxTTL: time.Hour, LowTTL: time.Minute, LowerBy: t0, CutoverAfter: t0.Add(time.Hour), EarliestComplete: t0.Add(time.Hour)}
+		MaxTTL:  time.Hour, LowTTL: time.Minute, LowerBy: t0, CutoverAfter: t0.Add(time.Hour), EarliestComplete: t0.Add(time.Hour)}
 	tr := &migrate.HourTraffic{Path: "/var/log/nginx/access.log", Format: "combined", Parsed: 240, Zone: "+00:00", QuietHour: 3, PeakHour: 15,
 		First: t0, Last: t0.Add(47 * time.Hour)}
 	for h := range 24 {
