@@ -102,6 +102,11 @@ func (b *Bed) UnusedAddr() string { return b.Addr(UnusedHost) }
 func New(t testing.TB, opts Options) *Bed {
 	t.Helper()
 	Require(t)
+	for _, d := range opts.PrivateDirs {
+		if !filepath.IsAbs(d) || filepath.Clean(d) != d || d == "/" {
+			t.Fatalf("testbed: PrivateDirs entry %q must be a clean absolute path below /", d)
+		}
+	}
 	start := time.Now()
 	b := &Bed{t: t, Dir: t.TempDir(), created: start}
 	if err := b.claimSubnet(); err != nil {
