@@ -86,7 +86,7 @@ func dialSSH(ctx context.Context, s Spec, opts Options) (*sshHost, error) {
 func connect(ctx context.Context, via *ssh.Client, t target, opts Options, timeout time.Duration, log *slog.Logger) (*ssh.Client, error) {
 	addr := net.JoinHostPort(t.HostName, strconv.Itoa(t.Port))
 	khFiles := knownHostsFiles(opts, t)
-	checker, err := newHostKeyChecker(khFiles, opts.AcceptNewHostKey, log)
+	checker, err := newHostKeyChecker(khFiles, opts.AcceptNewHostKey || t.AcceptNew, log)
 	if err != nil {
 		return nil, err
 	}

@@ -107,3 +107,29 @@ func TestKnownAlgorithms(t *testing.T) {
 		t.Fatalf("unknown host algorithms %v", got)
 	}
 }
+
+// ssh_config's StrictHostKeyChecking accept-new (or no) trusts a new host
+// like --accept-new-host-key, and never a changed key.
+func TestStrictHostKeyCheckingFromConfig(t *testing.T) {
+	ctx := testCtx(t)
+	srv := startServer(t)
+	opts := srv.opts(t)
+	dir := t.TempDir()
+	opts.KnownHostsFile = filepath.Join(dir, "known_hosts")
+	opts.SSHConfigFile = filepath.Join(dir, "config")
+	os.WriteFile(opts.SSHConfigFile, []byte("Host *\n  StrictHostKeyChecking no\n"), 0o600)
+	h, err := Open(ctx, srv.spec(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	if data, _ := os.ReadFile(opts.KnownHostsFile); string(data) != knownhostsLine(srv.Addr, srv.HostKey.PublicKey()) {
+		t.Fatalf("recorded %q", data)
+	}
+	other, _ := newKey(t)
+	os.WriteFile(opts.KnownHostsFile, []byte(knownhostsLine(srv.Addr, other.PublicKey())), 0o600)
+	var ce *HostKeyChangedError
+	if _, err := Open(ctx, srv.spec(), opts); !errors.As(err, &ce) {
+		t.Fatalf("changed key with StrictHostKeyChecking no: %v", err)
+	}
+}

@@ -89,6 +89,7 @@ Host web1
   IdentitiesOnly yes
 
 Host behind
+  StrictHostKeyChecking accept-new
   HostName 10.9.0.5
   ProxyJump admin@bastion:2200,web1
   HostKeyAlias behind.example
@@ -120,7 +121,7 @@ Host *
 			IdentitiesOnly: true, KnownHosts: []string{dir + "/kh1", dir + "/kh2"}}},
 		{"behind", target{Alias: "behind", HostName: "10.9.0.5", Port: 22, User: "fallback",
 			IdentityFiles: []string{dir + "/.ssh/default_key"}, ProxyJump: []string{"admin@bastion:2200", "web1"},
-			HostKeyAlias: "behind.example"}},
+			HostKeyAlias: "behind.example", AcceptNew: true}},
 		{"db.example", target{Alias: "db.example", HostName: "db.example", Port: 22, User: "ops",
 			IdentityFiles: []string{dir + "/.ssh/default_key"}}},
 	}

@@ -25,6 +25,7 @@ type target struct {
 	ProxyJump      []string // jump hosts, first is dialled first
 	KnownHosts     []string // UserKnownHostsFile entries
 	HostKeyAlias   string   // name looked up in known_hosts instead of HostName
+	AcceptNew      bool     // StrictHostKeyChecking accept-new (or no/off): trust unknown keys
 }
 
 // sshConfig is the ssh_config files in precedence order (first match wins).
@@ -120,6 +121,10 @@ func (c *sshConfig) resolve(s Spec) (target, error) {
 		}
 	}
 	t.HostKeyAlias = c.get(s.Host, "HostKeyAlias")
+	switch strings.ToLower(c.get(s.Host, "StrictHostKeyChecking")) {
+	case "accept-new", "no", "off":
+		t.AcceptNew = true
+	}
 	return t, nil
 }
 
