@@ -118,7 +118,20 @@ func TestOpenSSHAgent(t *testing.T) {
 	if _, err := os.Stat(dir); err == nil {
 		os.RemoveAll(dir) // left by an earlier run of this same test binary
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	// remove what this test creates, down to the directories it had to make
+	var made []string
+	for d := RootAgentDir; d != "/"; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		}
+		made = append(made, d)
+	}
+	t.Cleanup(func() {
+		os.RemoveAll(dir)
+		for _, d := range made {
+			os.Remove(d)
+		}
+	})
 
 	opts := srv.opts()
 	opts.KeepAlive = 50 * time.Millisecond
