@@ -143,6 +143,9 @@ const (
 	FlagNotExpected    = "not-expected"
 )
 
+// maxInFlight bounds the queries in flight to one server.
+const maxInFlight = 16
+
 // lookupTypes are asked for each name.
 var lookupTypes = []uint16{dns.TypeA, dns.TypeAAAA, dns.TypeMX, dns.TypeTXT}
 
@@ -359,9 +362,14 @@ func checkServer(ctx context.Context, c *client, q Query, t target, resolver boo
 		})
 	}
 	answers := make([]Answer, len(q.Names)*len(lookupTypes))
+	sem := make(chan struct{}, maxInFlight)
 	for i, name := range q.Names {
 		for j, typ := range lookupTypes {
-			wg.Go(func() { answers[i*len(lookupTypes)+j] = chase(ctx, c, t.addr, q.Zone, name, typ, resolver) })
+			wg.Go(func() {
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				answers[i*len(lookupTypes)+j] = chase(ctx, c, t.addr, q.Zone, name, typ, resolver)
+			})
 		}
 	}
 	wg.Wait()

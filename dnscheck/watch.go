@@ -64,18 +64,25 @@ func Watch(ctx context.Context, q Query, opt WatchOptions) (*WatchRound, error) 
 	defer tick.Stop()
 	for round := 1; ; round++ {
 		rep, err := Check(ctx, q)
-		if err != nil {
-			if st.Report != nil && ctx.Err() != nil {
-				return st, fmt.Errorf("watch: %w", ctx.Err())
-			}
+		switch {
+		case err != nil && st.Report == nil:
 			return nil, err
-		}
-		st = nextRound(st, round, rep)
-		if opt.Progress != nil {
-			opt.Progress(st)
-		}
-		if st.Done {
-			return st, nil
+		case err != nil && ctx.Err() != nil:
+			return st, fmt.Errorf("watch: %w", ctx.Err())
+		case err != nil:
+			// The check ran before: a passing failure (such as finding the
+			// NS through a resolver) is retried next round.
+			if q.Logger != nil {
+				q.Logger.Warn("watch round failed", "round", round, "err", err)
+			}
+		default:
+			st = nextRound(st, round, rep)
+			if opt.Progress != nil {
+				opt.Progress(st)
+			}
+			if st.Done {
+				return st, nil
+			}
 		}
 		select {
 		case <-ctx.Done():
