@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/migrate-tool/migrate/internal/hint"
 )
@@ -136,6 +137,11 @@ func connect(ctx context.Context, via *ssh.Client, t target, opts Options, timeo
 		conn.Close()
 		if r := checker.refusal(); r != nil {
 			return nil, r
+		}
+		if strings.Contains(err.Error(), "no common algorithm for host key") && len(config.HostKeyAlgorithms) > 0 {
+			return nil, hint.WithExit(hint.With(fmt.Errorf("host key of %s: known_hosts has only %s keys for it and it offers none of them",
+				knownhosts.Normalize(khName), strings.Join(config.HostKeyAlgorithms, "/")),
+				"if the host was reinstalled, remove the old key with `ssh-keygen -R` and run again with --accept-new-host-key"), ExitHostKeyChanged)
 		}
 		return nil, handshakeError(ctx, addr, t.User, keyNames, err, time.Since(start), stopped)
 	}

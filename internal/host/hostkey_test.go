@@ -2,6 +2,8 @@ package host
 
 import (
 	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
 	"errors"
 	"log/slog"
 	"os"
@@ -131,5 +133,23 @@ func TestStrictHostKeyCheckingFromConfig(t *testing.T) {
 	var ce *HostKeyChangedError
 	if _, err := Open(ctx, srv.spec(), opts); !errors.As(err, &ce) {
 		t.Fatalf("changed key with StrictHostKeyChecking no: %v", err)
+	}
+}
+
+// A host known only by a key type it no longer offers is refused with a
+// message that says so, not a bare "no common algorithm".
+func TestKnownKeyTypeNotOffered(t *testing.T) {
+	srv := startServer(t) // offers ed25519 only
+	rk, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := ssh.NewPublicKey(&rk.PublicKey)
+	opts := srv.opts(t)
+	opts.KnownHostsFile = knownHostsFor(t, srv.Addr, pub)
+	_, err = Open(testCtx(t), srv.spec(), opts)
+	want := "known_hosts has only rsa-sha2-512/rsa-sha2-256/ssh-rsa keys for it and it offers none of them"
+	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(hint.Of(err), "ssh-keygen -R") {
+		t.Fatalf("got %v (hint %q)", err, hint.Of(err))
 	}
 }
