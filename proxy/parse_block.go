@@ -169,7 +169,7 @@ func (p *parser) headerLine(l line) (string, bool) {
 }
 
 func (p *parser) errorFile(lc *ListenerConfig, code int, t token) {
-	b, err := os.ReadFile(t.Text)
+	b, err := readSmallFile(t.Text)
 	if err != nil {
 		p.errf(t.Pos, "error file: %v", unwrapPath(err))
 		return
