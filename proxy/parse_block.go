@@ -3,7 +3,6 @@ package proxy
 import (
 	"crypto/tls"
 	"net/http"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
