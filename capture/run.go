@@ -36,7 +36,10 @@ type Options struct {
 	Include  []string  `json:"include,omitempty"` // extra paths (trees) to capture
 	Exclude  []string  `json:"exclude,omitempty"` // globs (full path or base name) or path prefixes to leave out
 	Trace    string    `json:"trace,omitempty"`   // TraceAuto, TraceOff or TraceRequire
-	Output   string    `json:"-"`                 // archive path, never captured itself
+	// Stopped says the service no longer runs (a final sync): with Since,
+	// the delta comes from Rescan instead of the live process.
+	Stopped bool   `json:"stopped,omitempty"`
+	Output  string `json:"-"` // archive path, never captured itself
 
 	Logger *slog.Logger `json:"-"`
 }
@@ -58,6 +61,9 @@ func Collect(ctx context.Context, opts Options) (*Manifest, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if opts.Stopped && opts.Since != nil {
+		return Rescan(ctx, opts.Since, opts)
+	}
 	if opts.Service == "" && opts.Port == 0 {
 		return nil, hint.With(errors.New("no service named"), "give --service NAME or --port N")
 	}
@@ -70,12 +76,15 @@ func Collect(ctx context.Context, opts Options) (*Manifest, error) {
 		}
 	}
 	pk := openPackages(c)
-	s, err := findService(opts, pk.owners)
+	s, err := findService(opts, pk)
 	if err != nil {
 		return nil, err
 	}
 	log.Debug("service found", "service", s.name, "profile", s.prof.name, "pid", s.main.PID, "procs", len(s.procs), "took", time.Since(start))
 	c.acc = readAccounts()
+	startArgv := s.prof.start(s)
+	traced := make(chan traceOutcome, 1)
+	go func() { traced <- runTrace(ctx, opts.Trace, s, startArgv) }()
 	c.fromProcesses(s)
 	c.fromPackages(pk, s)
 	for _, t := range s.prof.config(s) {
@@ -85,8 +94,9 @@ func Collect(ctx context.Context, opts Options) (*Manifest, error) {
 		}
 	}
 	s.prof.data(c, s)
-	startArgv := s.prof.start(s)
-	c.trace(ctx, opts.Trace, s, startArgv)
+	if err := c.applyTrace(<-traced, opts.Trace); err != nil {
+		return nil, err
+	}
 	for _, p := range opts.Include {
 		c.addTree(p, "include")
 	}
@@ -104,6 +114,8 @@ func Collect(ctx context.Context, opts Options) (*Manifest, error) {
 	c.elfClosure()
 	log.Debug("paths collected", "n", len(c.items), "took", time.Since(start))
 	acc := c.acc
+	c.addParents()
+	pk.prefetch(c.sorted())
 	es, err := c.entries(ctx, acc, pk.owner)
 	if err != nil {
 		return nil, err
@@ -198,23 +210,41 @@ func hasAnyPrefix(s string, ps []string) bool {
 	return false
 }
 
-// trace runs the start-up under strace in throwaway namespaces and adds
-// the executed and opened files; without root or strace it notes why.
-func (c *collector) trace(ctx context.Context, mode string, s *service, argv []string) {
+type traceOutcome struct {
+	res *traceResult
+	err error
+}
+
+// runTrace runs the start-up under strace in throwaway namespaces (see
+// traceStart). It runs concurrently with the rest of the collection.
+func runTrace(ctx context.Context, mode string, s *service, argv []string) traceOutcome {
 	if mode == TraceOff {
-		c.note("start-up not traced (--trace off)")
-		return
+		return traceOutcome{}
 	}
 	var addrs []string
 	for _, p := range s.ports {
 		addrs = append(addrs, p.Addr)
 	}
 	res, err := traceStart(ctx, argv, s.main.Cwd, s.main.Env, addrs)
-	if err != nil {
-		c.note("start-up not traced: %v; relying on /proc and the package database", err)
-		c.traceErr = err
-		return
+	return traceOutcome{res, err}
+}
+
+// applyTrace adds the executed and opened files of a traced start-up;
+// without a trace it notes why (or fails, with --trace require).
+func (c *collector) applyTrace(t traceOutcome, mode string) error {
+	if mode == TraceOff {
+		c.note("start-up not traced (--trace off)")
+		return nil
 	}
+	if t.err != nil {
+		if mode == TraceRequire {
+			return hint.With(t.err, "run the capture as root with strace installed, or use --trace off")
+		}
+		c.note("start-up not traced: %v; relying on /proc and the package database", t.err)
+		c.traceErr = t.err
+		return nil
+	}
+	res := t.res
 	c.log.Debug("traced start-up", "procs", res.Procs, "execs", len(res.Execs), "opens", len(res.Opens))
 	c.traced = res.Procs
 	for _, p := range res.Execs {
@@ -241,6 +271,7 @@ func (c *collector) trace(ctx context.Context, mode string, s *service, argv []s
 			c.runtimeDir(filepath.Dir(p), "runtime:created")
 		}
 	}
+	return nil
 }
 
 // shebang adds the interpreter of a script.
@@ -459,17 +490,17 @@ func Run(ctx context.Context, opts Options, w io.Writer) (*Manifest, error) {
 
 // packages wraps the package database (dpkg, or rpm as a fallback).
 type packages struct {
-	ok   bool
-	db   *dpkg.DB
-	rpm  *rpmDB
-	seen map[string]bool
+	ok    bool
+	db    *dpkg.DB
+	rpm   *rpmDB
+	seen  map[string]bool
+	cache map[string][]string // canonical path -> owners (dpkg)
 }
 
 func openPackages(c *collector) *packages {
-	pk := &packages{seen: map[string]bool{}}
+	pk := &packages{seen: map[string]bool{}, cache: map[string][]string{}}
 	db, err := dpkg.Open("")
 	if err == nil {
-		db.IndexOwners(canonicalPath)
 		pk.db, pk.ok = db, true
 		return pk
 	}
@@ -482,10 +513,48 @@ func openPackages(c *collector) *packages {
 	return pk
 }
 
+// prefetch looks up the owners of many canonical paths in one scan of
+// the dpkg file lists, trying each path's merged-/usr spellings.
+func (pk *packages) prefetch(paths []string) {
+	if pk.db == nil {
+		return
+	}
+	want := map[string]string{}
+	for _, p := range paths {
+		if _, ok := pk.cache[p]; ok || p == "" {
+			continue
+		}
+		pk.cache[p] = nil
+		for _, a := range spellings(p) {
+			want[a] = p
+		}
+	}
+	if len(want) == 0 {
+		return
+	}
+	for p, o := range pk.db.Search(want) {
+		pk.cache[p] = o
+	}
+}
+
+// spellings returns the spellings a canonical path may have in package
+// file lists: itself and, on merged-/usr systems, /lib/x for /usr/lib/x.
+func spellings(p string) []string {
+	out := []string{p}
+	if rest, ok := strings.CutPrefix(p, "/usr/"); ok {
+		d, _, _ := strings.Cut(rest, "/")
+		if usrmergeDirs[d] && usrmerged(d) {
+			out = append(out, "/"+rest)
+		}
+	}
+	return out
+}
+
 func (pk *packages) owners(p string) []string {
 	switch {
 	case pk.db != nil:
-		return pk.db.Owners(p)
+		pk.prefetch([]string{p})
+		return pk.cache[p]
 	case pk.rpm != nil:
 		return pk.rpm.owners(p)
 	}

@@ -29,7 +29,7 @@ type service struct {
 // findService identifies the service by --port or by name (profile,
 // process name, executable name, package owning the executable, init
 // script) and returns its main process and descendants.
-func findService(opts Options, owners func(string) []string) (*service, error) {
+func findService(opts Options, pk *packages) (*service, error) {
 	all, err := allProcesses()
 	if err != nil {
 		return nil, err
@@ -48,9 +48,17 @@ func findService(opts Options, owners func(string) []string) (*service, error) {
 		}
 	default:
 		prof = profileFor(opts.Service)
-		matched = byName(all, opts.Service, prof, owners)
+		matched = byName(all, opts.Service, prof, nil)
+		if len(matched) == 0 && pk.installed(opts.Service) {
+			var exes []string
+			for _, p := range all {
+				exes = append(exes, canonicalPath(p.Exe))
+			}
+			pk.prefetch(exes)
+			matched = byName(all, opts.Service, prof, pk.owners)
+		}
 		if len(matched) == 0 {
-			return nil, notFound(opts.Service, prof, owners)
+			return nil, notFound(opts.Service, prof)
 		}
 	}
 	main := mainProcess(matched)
@@ -155,7 +163,7 @@ func initDaemon(name string) string {
 	return ""
 }
 
-func notFound(name string, prof *profile, owners func(string) []string) error {
+func notFound(name string, prof *profile) error {
 	known := prof.name != "generic"
 	if _, err := os.Stat(filepath.Join("/etc/init.d", filepath.Base(name))); err == nil {
 		known = true

@@ -26,7 +26,7 @@ type traceResult struct {
 // stops growing for traceSettle.
 var (
 	traceTimeout = 20 * time.Second
-	traceSettle  = 1500 * time.Millisecond
+	traceSettle  = 400 * time.Millisecond
 )
 
 // traceStart runs argv under strace in throwaway mount, network, PID, IPC
@@ -157,14 +157,14 @@ func traceScript(scratch, out, strace string, argv []string, cwd string, addrs [
 	w("chroot $M sh -c 'cd \"$1\" 2>/dev/null || cd /; shift; exec \"$@\"' sh %s %s -f -I1 -qq -s 512 -ff -o /.migrate-trace/t -e trace=%%file,%%process,chdir,fchdir -- %s </dev/null >/dev/null 2>&1 &",
 		shq(cwd), shq(strace), strings.Join(q, " "))
 	w("pid=$!; prev=-1; same=0; n=0")
-	settle := int(traceSettle / (100 * time.Millisecond))
-	limit := int(traceTimeout / (100 * time.Millisecond))
+	settle := int(traceSettle / (50 * time.Millisecond))
+	limit := int(traceTimeout / (50 * time.Millisecond))
 	w("while [ $n -lt %d ]; do", limit)
 	w("  kill -0 $pid 2>/dev/null || break")
 	w("  s=$(cat %s/t.* 2>/dev/null | wc -c)", shq(out))
 	w("  if [ \"$s\" = \"$prev\" ] && [ \"$s\" -gt 0 ]; then same=$((same+1)); else same=0; fi")
 	w("  [ $same -ge %d ] && break", settle)
-	w("  prev=$s; n=$((n+1)); sleep 0.1")
+	w("  prev=$s; n=$((n+1)); sleep 0.05")
 	w("done")
 	w("kill -TERM $pid 2>/dev/null; exit 0")
 	return b.String()

@@ -11,7 +11,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
+	"sync"
 )
 
 // DefaultAdmin is dpkg's administrative directory.
@@ -204,6 +206,72 @@ func (db *DB) MD5Sums(p *Package) (map[string]string, error) {
 		return nil, fmt.Errorf("dpkg: %w", err)
 	}
 	return ParseMD5Sums(b)
+}
+
+// Search scans every installed package's file list once and returns,
+// for each listed path that is a key of want, want's value mapped to the
+// names of the packages listing it. Callers pass every spelling a path
+// may have in the lists (e.g. /lib/x and /usr/lib/x on merged-/usr
+// systems) with the spelling they want back as the value. Lists are read
+// concurrently; no per-line allocation is made.
+func (db *DB) Search(want map[string]string) map[string][]string {
+	var pkgs []*Package
+	seen := map[*Package]bool{}
+	for _, p := range db.Packages {
+		if !seen[p] {
+			seen[p] = true
+			pkgs = append(pkgs, p)
+		}
+	}
+	sort.Slice(pkgs, func(i, j int) bool { return pkgs[i].Name < pkgs[j].Name })
+	type hit struct {
+		key string
+		pkg int
+	}
+	workers := 4
+	results := make([][]hit, workers)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; i < len(pkgs); i += workers {
+				f := db.infoFile(pkgs[i], "list")
+				if f == "" {
+					continue
+				}
+				b, err := os.ReadFile(f)
+				if err != nil {
+					continue
+				}
+				for len(b) > 0 {
+					line := b
+					if n := bytes.IndexByte(b, '\n'); n >= 0 {
+						line, b = b[:n], b[n+1:]
+					} else {
+						b = nil
+					}
+					if key, ok := want[string(line)]; ok {
+						results[w] = append(results[w], hit{key, i})
+					}
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	var all []hit
+	for _, r := range results {
+		all = append(all, r...)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].pkg < all[j].pkg })
+	out := make(map[string][]string)
+	for _, h := range all {
+		l := out[h.key]
+		if n := pkgs[h.pkg].Name; len(l) == 0 || l[len(l)-1] != n {
+			out[h.key] = append(l, n)
+		}
+	}
+	return out
 }
 
 // ParseMD5Sums parses "md5  relative/path" lines.

@@ -87,6 +87,10 @@ func TestDB(t *testing.T) {
 	if o := db.Owners("/etc/nginx/nginx.conf"); len(o) != 1 || o[0] != "nginx-common" {
 		t.Fatalf("owners = %v", o)
 	}
+	hits := db.Search(map[string]string{"/lib/x86_64-linux-gnu/libc.so.6": "/usr/lib/x86_64-linux-gnu/libc.so.6", "/lib/x": "/usr/lib/x", "/nope": "/nope"})
+	if len(hits) != 2 || hits["/usr/lib/x86_64-linux-gnu/libc.so.6"][0] != "libc6" || hits["/usr/lib/x"][0] != "nginx-common" {
+		t.Fatalf("Search = %v", hits)
+	}
 	db.IndexOwners(func(p string) string { return strings.Replace(p, "/lib/", "/usr/lib/", 1) })
 	if o := db.Owners("/usr/lib/x86_64-linux-gnu/libc.so.6"); len(o) != 1 || o[0] != "libc6" {
 		t.Fatalf("canonical owners = %v", o)
