@@ -408,3 +408,32 @@ func TestLocalExec(t *testing.T) {
 		t.Fatalf("local call: %v %+v", err, res)
 	}
 }
+
+// A binary that is not a migrate agent fails the call with what the
+// session reported, instead of hanging.
+func TestAgentNotMigrate(t *testing.T) {
+	srv := startServer(t)
+	opts := srv.opts(t)
+	opts.AgentBinary = filepath.Join(t.TempDir(), "fake")
+	// a Linux ELF of the right machine that prints garbage and exits 3
+	data, err := os.ReadFile("/bin/sh")
+	if err != nil {
+		t.Skip("no /bin/sh")
+	}
+	os.WriteFile(opts.AgentBinary, data, 0o755)
+	h, err := Open(testCtx(t), srv.spec(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	start := time.Now()
+	err = h.Call(testCtx(t), "hosttest.echo", nil, nil)
+	// sh reads the hello frame as a script, fails and exits non-zero
+	if err == nil || !strings.Contains(err.Error(), "agent protocol") || !strings.Contains(err.Error(), "exited with status") {
+		t.Fatalf("got %v", err)
+	}
+	if time.Since(start) > 10*time.Second {
+		t.Fatalf("took %s", time.Since(start))
+	}
+	t.Log(err)
+}

@@ -145,7 +145,11 @@ func (s *testServer) serveSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
 			s.mu.Unlock()
 			r.Reply(true, nil)
 			cmd := exec.Command("sh", "-c", cmdline)
-			cmd.Stdin, cmd.Stdout, cmd.Stderr = ch, ch, ch.Stderr()
+			cmd.Stdout, cmd.Stderr = ch, ch.Stderr()
+			// Like sshd, do not wait for the client's stdin once the
+			// command has exited.
+			stdin, _ := cmd.StdinPipe()
+			go func() { io.Copy(stdin, ch); stdin.Close() }()
 			status := 0
 			if err := cmd.Run(); err != nil {
 				status = 255
