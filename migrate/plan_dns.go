@@ -23,6 +23,28 @@ func planDNS(ctx context.Context, domains, servers []string, now time.Time, log 
 		return ds
 	}
 	dnsSection(ds, rep, now)
+	// Mail for the zone goes by the apex's MX, which the names checked
+	// may not carry.
+	if mx, _ := ds.MXHosts(); len(mx) == 0 && rep.Zone != "" {
+		apex, err := dnscheck.Check(ctx, dnscheck.Query{Names: []string{rep.Zone}, Zone: rep.Zone, Servers: servers, Timeout: 2 * time.Second, Logger: log})
+		if err == nil {
+			for _, s := range apex.Servers {
+				if s.Error != "" && s.Serial == 0 {
+					continue
+				}
+				for _, a := range s.Answers {
+					if a.Type != "MX" {
+						continue
+					}
+					for _, r := range a.Records {
+						ds.Records = append(ds.Records, DNSRecord{Name: r.Name, Type: r.Type, TTL: time.Duration(r.TTL) * time.Second,
+							Value: fmt.Sprintf("%d %s", r.Pref, r.Value)})
+					}
+				}
+				break
+			}
+		}
+	}
 	return ds
 }
 

@@ -1,0 +1,323 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/migrate-tool/migrate/internal/testbed"
+)
+
+// pdShape is requests per hour of day in the generated access logs: busy
+// afternoons, quietest at 03:00.
+func pdShape(hr int) int {
+	d := (hr - 3 + 24) % 24
+	d = min(d, 24-d)
+	return 3 + 5*d
+}
+
+// pdShapeLog is an nginx combined log of days full days before end with
+// pdShape(h) requests in each hour h, in zone +09:00.
+func pdShapeLog(end time.Time, days int) ([]byte, int) {
+	zone := time.FixedZone("", 9*3600)
+	start := end.In(zone).Truncate(24*time.Hour).AddDate(0, 0, -days)
+	start = time.Date(start.Year(), start.Month(), start.Day(), 0, 0, 0, 0, zone)
+	var b strings.Builder
+	n := 0
+	for day := range days {
+		for hr := range 24 {
+			k := pdShape(hr)
+			for i := range k {
+				t := start.Add(time.Duration(day*24+hr)*time.Hour + time.Duration(i)*time.Hour/time.Duration(k))
+				fmt.Fprintf(&b, "198.51.100.%d - - [%s] \"GET /p%d HTTP/1.1\" 200 %d \"-\" \"shape/1\"\n",
+					1+i%40, t.Format("02/Jan/2006:15:04:05 -0700"), i, 100+i)
+				n++
+			}
+		}
+	}
+	return []byte(b.String()), n
+}
+
+// pdBIND is a BIND primary (127.0.0.1) and secondary (127.0.0.2) serving
+// example.test, with TSIG updates allowed on the primary.
+type pdBIND struct {
+	Dir               string
+	Primary, Second   string // ADDR:PORT
+	KeyFile           string
+	primPort, secPort int
+}
+
+const pdKeySecret = "dGVzdC1vbmx5LWtleS1mb3ItbWlncmF0aW9uLXRlc3Q="
+
+// pdFreePort finds a port free for TCP and UDP on both loopback addresses.
+func pdFreePort(t *testing.T, avoid int) int {
+	for range 200 {
+		p := 20000 + rand.IntN(20000)
+		if p == avoid {
+			continue
+		}
+		ok := true
+		var closers []func() error
+		for _, a := range []string{"127.0.0.1", "127.0.0.2"} {
+			addr := net.JoinHostPort(a, fmt.Sprint(p))
+			if l, err := net.Listen("tcp", addr); err == nil {
+				closers = append(closers, l.Close)
+			} else {
+				ok = false
+			}
+			if c, err := net.ListenPacket("udp", addr); err == nil {
+				closers = append(closers, c.Close)
+			} else {
+				ok = false
+			}
+		}
+		for _, c := range closers {
+			c()
+		}
+		if ok {
+			return p
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+// pdStartBIND starts the two servers with records for www (ttl) and mail.
+func pdStartBIND(t *testing.T, wwwAddr string, ttl int) *pdBIND {
+	t.Helper()
+	testbed.RequireTools(t, "named", "nsupdate")
+	b := &pdBIND{Dir: t.TempDir()}
+	b.primPort = pdFreePort(t, 0)
+	b.secPort = pdFreePort(t, b.primPort)
+	b.Primary = fmt.Sprintf("127.0.0.1:%d", b.primPort)
+	b.Second = fmt.Sprintf("127.0.0.2:%d", b.secPort)
+	b.KeyFile = filepath.Join(b.Dir, "tsig.key")
+	write := func(p, s string) {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(b.KeyFile, `key "migrate-key" { algorithm hmac-sha256; secret "`+pdKeySecret+`"; };`+"\n")
+	write(filepath.Join(b.Dir, "primary/example.test.db"), fmt.Sprintf(`$TTL 3600
+@ IN SOA ns1.example.test. hostmaster.example.test. 1 3600 600 86400 60
+@ IN NS ns1
+@ IN NS ns2
+@ IN MX 10 mail
+ns1 IN A 127.0.0.1
+ns2 IN A 127.0.0.2
+www %d IN A %s
+mail IN A %s
+`, ttl, wwwAddr, wwwAddr))
+	write(filepath.Join(b.Dir, "primary/named.conf"), fmt.Sprintf(`include "%[1]s/tsig.key";
+options { directory "%[1]s/primary"; pid-file "named.pid"; session-keyfile "session.key";
+  listen-on port %[2]d { 127.0.0.1; }; listen-on-v6 { none; }; recursion no; dnssec-validation no;
+  notify explicit; also-notify { 127.0.0.2 port %[3]d; }; notify-source 127.0.0.1;
+  notify-delay 0; allow-transfer { key migrate-key; }; };
+zone "example.test" { type primary; file "example.test.db"; allow-update { key migrate-key; }; };
+`, b.Dir, b.primPort, b.secPort))
+	write(filepath.Join(b.Dir, "secondary/named.conf"), fmt.Sprintf(`include "%[1]s/tsig.key";
+options { directory "%[1]s/secondary"; pid-file "named.pid"; session-keyfile "session.key";
+  listen-on port %[3]d { 127.0.0.2; }; listen-on-v6 { none; }; recursion no; dnssec-validation no;
+  notify no; transfer-source 127.0.0.2; allow-transfer { key migrate-key; }; };
+zone "example.test" { type secondary; primaries { 127.0.0.1 port %[2]d key migrate-key; }; file "example.test.db"; };
+`, b.Dir, b.primPort, b.secPort))
+	for _, role := range []string{"primary", "secondary"} {
+		cmd := exec.Command("named", "-g", "-c", filepath.Join(b.Dir, role, "named.conf"))
+		logf, err := os.Create(filepath.Join(b.Dir, role+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				cmd.Process.Kill()
+				<-done
+			}
+			logf.Close()
+		})
+	}
+	for _, s := range []string{b.Primary, b.Second} {
+		pdWait(t, "BIND "+s+" serving www", 15*time.Second, func() error {
+			_, err := pdLookupA(s, "www.example.test.")
+			return err
+		})
+	}
+	return b
+}
+
+// pdLookupA asks server for name's A records.
+func pdLookupA(server, name string) ([]string, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(name, dns.TypeA)
+	c := &dns.Client{Timeout: time.Second}
+	r, _, err := c.Exchange(m, server)
+	if err != nil {
+		return nil, err
+	}
+	if r.Rcode != dns.RcodeSuccess || len(r.Answer) == 0 {
+		return nil, fmt.Errorf("%s: rcode %s, %d answers", server, dns.RcodeToString[r.Rcode], len(r.Answer))
+	}
+	var out []string
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			out = append(out, a.A.String())
+		}
+	}
+	return out, nil
+}
+
+// SetWWW points www at addr with nsupdate (TSIG) on the primary.
+func (b *pdBIND) SetWWW(t *testing.T, addr string, ttl int) {
+	t.Helper()
+	script := fmt.Sprintf("server 127.0.0.1 %d\nzone example.test\nupdate delete www.example.test. A\nupdate add www.example.test. %d A %s\nsend\n", b.primPort, ttl, addr)
+	cmd := exec.Command("nsupdate", "-k", b.KeyFile)
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nsupdate: %v: %s", err, out)
+	}
+}
+
+func pdWait(t *testing.T, what string, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("waiting for %s: %v", what, err)
+}
+
+// TestPlanOnTestBed runs `migrate plan` between the bed's old and new hosts
+// for nginx, with a real BIND primary and secondary and an access log of a
+// known shape, and checks every section of the plan.
+func TestPlanOnTestBed(t *testing.T) {
+	bed := testbed.New(t, testbed.Options{})
+	bed.Old.StartNginx(t, testbed.NginxOptions{Port: 80})
+	logData, lines := pdShapeLog(time.Now(), 3)
+	bed.Old.WriteFile(t, "/var/log/nginx/access.log", logData, 0o644)
+	b := pdStartBIND(t, bed.Old.Addr, 3600)
+
+	dir := filepath.Join(t.TempDir(), "web")
+	args := []string{"plan", "--from", bed.Old.SSHSpec(), "--to", bed.New.SSHSpec(), "--service", "nginx", "--dir", dir,
+		"--domain", "www.example.test", "--dns-server", b.Primary, "--dns-server", b.Second, "--tsig-key", b.KeyFile}
+	stdout, stderr, code := bed.Migrate(t, args...)
+	if code != 0 {
+		t.Fatalf("plan: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	for _, want := range []string{
+		"\nHOSTS\n", "\nWHAT WILL MOVE\n", "  packages  ", "already on the target: ", "to send after dedupe: ",
+		"\nDNS (zone example.test)\n", "servers agree: yes",
+		"lower the TTLs to 1m0s now", "earliest a switch can be complete: ",
+		"\nTRAFFIC BY HOUR OF DAY (/var/log/nginx/access.log, combined, times UTC+09:00)\n",
+		"quietest hour: 03:00-04:00 (UTC+09:00)",
+		"\nRISKS\n", "(proxy-address)", "set_real_ip_from " + bed.Old.Addr + ";", "(long-ttl)", "(no-secondary-mx)",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("plan output lacks %q", want)
+		}
+	}
+	if !regexp.MustCompile(`\n +www\.example\.test\. +1h0m0s +A +` + regexp.QuoteMeta(bed.Old.Addr) + `\n`).MatchString(stdout) {
+		t.Error("plan output lacks the A record of www with its TTL")
+	}
+	for _, l := range strings.Split(stdout, "\n") {
+		if strings.HasPrefix(l, "  03  ") && !strings.HasSuffix(l, "<- quietest") {
+			t.Errorf("hour 03 not marked: %q", l)
+		}
+	}
+	if strings.Contains(stdout, "tsig") || strings.Contains(stdout, pdKeySecret) || strings.Contains(stderr, pdKeySecret) {
+		t.Error("the TSIG secret is printed")
+	}
+	if t.Failed() {
+		t.Logf("stdout:\n%s\nstderr:\n%s", stdout, stderr)
+	}
+
+	// plan.json holds the same, and status shows the plan step.
+	var p struct {
+		Traffic struct {
+			QuietHour int   `json:"quiet_hour"`
+			Parsed    int64 `json:"parsed"`
+		} `json:"traffic"`
+		Move struct {
+			Measured    bool  `json:"measured"`
+			Files       int   `json:"files"`
+			BytesToSend int64 `json:"bytes_to_send"`
+		} `json:"move"`
+		DNS struct {
+			Consistent bool  `json:"consistent"`
+			MaxTTL     int64 `json:"max_ttl_ns"`
+		} `json:"dns"`
+		Hosts struct {
+			New struct {
+				DiskAvail uint64 `json:"disk_avail"`
+			} `json:"new"`
+		} `json:"hosts"`
+		TSIGKeyFile string `json:"tsig_key_file"`
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "plan.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &p); err != nil {
+		t.Fatal(err)
+	}
+	// The log has the generated lines plus nginx's own from the readiness probe, maybe.
+	if p.Traffic.QuietHour != 3 || p.Traffic.Parsed < int64(lines) || p.Traffic.Parsed > int64(lines)+5 {
+		t.Errorf("plan.json traffic: %+v (wrote %d lines)", p.Traffic, lines)
+	}
+	if !p.Move.Measured || p.Move.Files < 10 || !p.DNS.Consistent || p.DNS.MaxTTL != int64(time.Hour) || p.Hosts.New.DiskAvail == 0 {
+		t.Errorf("plan.json: %+v", p)
+	}
+	if strings.Contains(string(raw), pdKeySecret) || p.TSIGKeyFile != b.KeyFile {
+		t.Error("plan.json holds the secret, or not the key file path")
+	}
+	stdout, _, code = bed.Migrate(t, "status", dir)
+	if code != 0 || !strings.Contains(stdout, "plan  done") || !strings.Contains(stdout, "Next: migrate capture "+dir) {
+		t.Errorf("status: exit %d\n%s", code, stdout)
+	}
+	// The same migration cannot be planned twice; the --json plan of
+	// another name is one NDJSON record.
+	if _, stderr, code := bed.Migrate(t, args...); code != 1 || !strings.Contains(stderr, "already exists") {
+		t.Errorf("second plan: exit %d %s", code, stderr)
+	}
+	dir2 := filepath.Join(t.TempDir(), "web2")
+	stdout, stderr, code = bed.Migrate(t, "--json", "plan", "--from", bed.Old.SSHSpec(), "--to", bed.New.SSHSpec(), "--service", "nginx", "--dir", dir2)
+	var rec map[string]any
+	if code != 0 || strings.Count(stdout, "\n") != 1 || json.Unmarshal([]byte(stdout), &rec) != nil || rec["type"] != "plan" {
+		t.Fatalf("plan --json: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	risks, _ := rec["risks"].([]any)
+	var ids []string
+	for _, r := range risks {
+		ids = append(ids, r.(map[string]any)["id"].(string))
+	}
+	if got := strings.Join(ids, ","); !strings.Contains(got, "proxy-address") || !strings.Contains(got, "no-dns") {
+		t.Errorf("--json risks %q", got)
+	}
+}
