@@ -50,9 +50,11 @@ func (h *sshHost) CallStream(ctx context.Context, method string, params any, in 
 	if err := s.Start(ShellQuote(argv)); err != nil {
 		return fmt.Errorf("ssh %s: start agent: %w", h.spec.Raw, err)
 	}
+	start := time.Now()
 	c := agent.NewClient(stdout, stdin, h.log)
 	callErr := c.CallStream(ctx, method, params, in, out, result)
 	c.Close()
+	h.log.Debug("agent call", "method", method, "took", time.Since(start).Round(time.Millisecond), "err", callErr)
 
 	// The agent exits once its stdin ends; do not wait forever for one
 	// that does not.

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/migrate-tool/migrate/internal/hint"
 )
@@ -162,6 +163,7 @@ func (h *sshHost) deploy(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	start := time.Now()
 	var out, errOut bytes.Buffer
 	script := probeScript(h.opts.AgentDir, bin.SHA256)
 	if err := h.run(ctx, script, []string{"probe"}, nil, &out, &errOut); err != nil {
@@ -181,7 +183,7 @@ func (h *sshHost) deploy(ctx context.Context) (string, error) {
 	}
 	switch {
 	case p.Size == bin.Size && (p.SHA256 == bin.SHA256 || p.SHA256 == ""):
-		h.log.Debug("agent already deployed", "path", p.Path, "verified_sha256", p.SHA256 != "")
+		h.log.Debug("agent already deployed", "path", p.Path, "verified_sha256", p.SHA256 != "", "took", time.Since(start).Round(time.Millisecond))
 	default:
 		if bin.Dynamic {
 			h.log.Warn("the agent binary is dynamically linked and may not run on the host; build it with CGO_ENABLED=0", "binary", bin.Path)
@@ -195,6 +197,7 @@ func (h *sshHost) deploy(ctx context.Context) (string, error) {
 		}
 		h.uploads++
 		h.uploadBytes += n
+		h.log.Debug("agent uploaded", "path", p.Path, "bytes", n, "took", time.Since(start).Round(time.Millisecond))
 	}
 	h.agentPath = p.Path
 	return p.Path, nil
