@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -37,6 +38,14 @@ func TestE2EBINDMove(t *testing.T) {
 	}
 	if !hasFlag(rep, FlagSingleMX) {
 		t.Errorf("single MX not flagged: %+v", rep.Flags)
+	}
+
+	// The primary is the SOA MNAME (ns1 → 127.0.0.1) found through Unbound.
+	_, port, _ := strings.Cut(b.primary, ":")
+	nsPort, _ := strconv.Atoi(port)
+	found, err := (&Updater{Zone: "example.test", Resolvers: []string{b.resolver}, NSPort: nsPort}).FindPrimary(ctx)
+	if err != nil || found != b.primary {
+		t.Fatalf("primary from SOA MNAME: %q %v", found, err)
 	}
 
 	u := &Updater{Zone: "example.test", Primary: b.primary, Auth: []string{b.primary, b.secondary}, Key: b.key,
