@@ -87,7 +87,7 @@ func newHostKeyChecker(files []string, accept bool, log *slog.Logger) (*hostKeyC
 	if len(existing) > 0 {
 		db, err := knownhosts.New(existing...)
 		if err != nil {
-			return nil, hint.With(fmt.Errorf("read known_hosts: %w", err), "fix or remove the malformed line")
+			return nil, hint.With(fmt.Errorf("read known_hosts: %w", err), "fix the malformed line or the file's permissions, or pass another file with --known-hosts")
 		}
 		c.db = db
 	}
