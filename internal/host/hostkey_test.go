@@ -153,3 +153,14 @@ func TestKnownKeyTypeNotOffered(t *testing.T) {
 		t.Fatalf("got %v (hint %q)", err, hint.Of(err))
 	}
 }
+
+func TestMalformedKnownHosts(t *testing.T) {
+	srv := startServer(t)
+	opts := srv.opts(t)
+	opts.KnownHostsFile = filepath.Join(t.TempDir(), "known_hosts")
+	os.WriteFile(opts.KnownHostsFile, []byte("127.0.0.1 ssh-ed25519 not-base64!\n"), 0o600)
+	_, err := Open(testCtx(t), srv.spec(), opts)
+	if err == nil || !strings.HasPrefix(err.Error(), "read known_hosts: ") || !strings.Contains(hint.Of(err), "--known-hosts") {
+		t.Fatalf("got %v (hint %q)", err, hint.Of(err))
+	}
+}
