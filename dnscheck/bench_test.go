@@ -38,3 +38,23 @@ func BenchmarkCheckServers(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCheckDeadServer: 15 live servers and one that never answers,
+// with a 100 ms timeout. The dead server costs one timeout for the whole
+// check ("timeouts" ≈ 1), not one per query.
+func BenchmarkCheckDeadServer(b *testing.B) {
+	const timeout = 100 * time.Millisecond
+	var servers []string
+	for range 15 {
+		servers = append(servers, newFake(b, "7", "", func(f *fakeServer) { f.delay = benchDelay }).Addr)
+	}
+	servers = append(servers, silentServer(b))
+	q := Query{Names: []string{"www"}, Zone: "example.test", Servers: servers, Timeout: timeout}
+	start := time.Now()
+	for b.Loop() {
+		if rep, err := Check(context.Background(), q); err != nil || rep.OK {
+			b.Fatalf("%v: the dead server went unnoticed", err)
+		}
+	}
+	b.ReportMetric(float64(time.Since(start)/time.Duration(b.N))/float64(timeout), "timeouts")
+}

@@ -90,6 +90,9 @@ func TestE2EBINDMove(t *testing.T) {
 	if set.Status != "confirmed" || set.Old[0].Data[0] != oldAddr || set.New[0].Data[0] != newAddr {
 		t.Fatalf("set change: %+v", set)
 	}
+	if log, _ := os.ReadFile(filepath.Join(b.dir, "named-primary.log")); !strings.Contains(string(log), "IXFR started: TSIG migrate-key") {
+		t.Error("the secondary did not catch up by a TSIG-signed IXFR")
+	}
 	t.Logf("watch: %d rounds in %s", len(rounds), time.Since(start).Round(time.Millisecond))
 	sawLag, sawResolverOld := false, false
 	var ttls []time.Duration
