@@ -99,6 +99,20 @@ func TestE2EBINDBadInput(t *testing.T) {
 		})
 	}
 
+	t.Run("probe", func(t *testing.T) {
+		before := zoneState(t, b)
+		u := &Updater{Zone: "example.test", Primary: b.primary, Key: b.key, Timeout: time.Second}
+		if zone, primary, err := u.Probe(ctx, "www"); err != nil || zone != e2eZone || primary != b.primary {
+			t.Fatalf("probe with the right key: %q %q %v", zone, primary, err)
+		}
+		u.Key = mustKey("migrate-key:hmac-sha256:d3JvbmctdGVzdC1rZXktZm9yLW1pZ3JhdGlvbi10ZXN0")
+		if _, _, err := u.Probe(ctx, "www"); err == nil || !strings.Contains(err.Error(), "BADSIG") {
+			t.Fatalf("probe with a wrong key: %v", err)
+		}
+		if after := zoneState(t, b); after != before {
+			t.Fatalf("probe changed the zone:\n%s\n---\n%s", before, after)
+		}
+	})
 	t.Run("malformed key file", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "bad.key")
 		os.WriteFile(path, []byte(`key "migrate-key" { algorithm hmac-sha256 secret "`+e2eKeySecret+`"; };`), 0o600)
