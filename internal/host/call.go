@@ -9,9 +9,11 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/migrate-tool/migrate/internal/agent"
+	"github.com/migrate-tool/migrate/internal/hint"
 )
 
 // Call runs one agent request on the host.
@@ -51,9 +53,17 @@ func (h *sshHost) CallStream(ctx context.Context, method string, params any, in 
 		return fmt.Errorf("ssh %s: start agent: %w", h.spec.Raw, err)
 	}
 	start := time.Now()
-	c := agent.NewClient(stdout, stdin, h.log)
+	// An agent answers its hello at once; one that says nothing (a hung
+	// or foreign binary) would otherwise block the call forever.
+	var mute atomic.Bool
+	silent := time.AfterFunc(helloTimeout, func() {
+		mute.Store(true)
+		s.Close()
+	})
+	c := agent.NewClient(&firstByte{r: stdout, seen: func() { silent.Stop() }}, stdin, h.log)
 	callErr := c.CallStream(ctx, method, params, in, out, result)
 	c.Close()
+	silent.Stop()
 	h.log.Debug("agent call", "method", method, "took", time.Since(start).Round(time.Millisecond), "err", callErr)
 
 	// The agent exits once its stdin ends; do not wait forever for one
@@ -75,6 +85,10 @@ func (h *sshHost) CallStream(ctx context.Context, method string, params any, in 
 	if ctx.Err() != nil {
 		return callErr
 	}
+	if mute.Load() {
+		return hint.With(fmt.Errorf("%s: the agent %s said nothing within %s", h.spec.Raw, bin, helloTimeout),
+			"check that the binary there is a migrate build and that the host is not overloaded")
+	}
 	var pe *agent.ProtocolError
 	if errors.As(callErr, &pe) {
 		// The agent died or is not a migrate agent: say what the session
@@ -89,6 +103,25 @@ func (h *sshHost) CallStream(ctx context.Context, method string, params any, in 
 		return fmt.Errorf("%s: %w%s", h.spec.Raw, callErr, detail)
 	}
 	return callErr
+}
+
+// helloTimeout bounds the wait for the agent's first byte (a variable for
+// tests).
+var helloTimeout = 30 * time.Second
+
+// firstByte calls seen once the first byte has been read from r.
+type firstByte struct {
+	r    io.Reader
+	seen func()
+	once sync.Once
+}
+
+func (f *firstByte) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if n > 0 {
+		f.once.Do(f.seen)
+	}
+	return n, err
 }
 
 // logWriter forwards the agent's stderr line by line to a logger,

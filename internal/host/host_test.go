@@ -437,3 +437,25 @@ func TestAgentNotMigrate(t *testing.T) {
 	}
 	t.Log(err)
 }
+
+// An agent that never says anything is given up on after helloTimeout.
+func TestSilentAgent(t *testing.T) {
+	old := helloTimeout
+	helloTimeout = 300 * time.Millisecond
+	defer func() { helloTimeout = old }()
+	srv := startServer(t)
+	srv.hangAgent.Store(true)
+	h, err := Open(testCtx(t), srv.spec(), srv.opts(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	start := time.Now()
+	err = h.Call(testCtx(t), "hosttest.echo", nil, nil)
+	if err == nil || !strings.Contains(err.Error(), "/migrate said nothing within 300ms") {
+		t.Fatalf("got %v", err)
+	}
+	if took := time.Since(start); took > 8*time.Second {
+		t.Fatalf("took %s", took)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -29,6 +30,7 @@ type testServer struct {
 	conns      atomic.Int32
 	keepalives atomic.Int32
 	forwards   atomic.Int32
+	hangAgent  atomic.Bool // agent commands start but never speak
 	mu         sync.Mutex
 	execs      []string
 	ln         net.Listener
@@ -144,6 +146,10 @@ func (s *testServer) serveSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
 			s.execs = append(s.execs, cmdline)
 			s.mu.Unlock()
 			r.Reply(true, nil)
+			if s.hangAgent.Load() && strings.HasSuffix(cmdline, " agent") {
+				io.Copy(io.Discard, ch) // until the client closes the channel
+				return
+			}
 			cmd := exec.Command("sh", "-c", cmdline)
 			cmd.Stdout, cmd.Stderr = ch, ch.Stderr()
 			// Like sshd, do not wait for the client's stdin once the
