@@ -1,8 +1,8 @@
 // Package testbed builds a throw-away network of "hosts" on one machine for
 // end-to-end tests: old, new and client are network namespaces on a bridge,
 // each with its own mount, UTS, IPC and PID namespace (a "host init" started
-// under tini), private tmpfs mounts for /run, /srv, /var/lib/migrate and
-// /var/log, and a real OpenSSH sshd on old and new with generated keys and a
+// under tini), private tmpfs mounts for /run, /srv, /var/lib/migrate,
+// /var/log, /root and the mail spools, and a real OpenSSH sshd on old and new with generated keys and a
 // known_hosts file. The test runner reaches every host from the root
 // namespace through a veth on the bridge.
 //
@@ -34,18 +34,18 @@ type Options struct {
 	// ClientSSH also runs sshd on client (and lists it in KnownHosts).
 	ClientSSH bool
 	// PrivateDirs are extra directories that get a private tmpfs in every
-	// host, in addition to DefaultPrivateDirs. The directory skeleton of
-	// the real directory (subdirectories and symlinks with their owners and
-	// modes, no files) is recreated inside.
+	// host with the skeleton of the real directory (subdirectories and
+	// symlinks with their owners and modes, no files), like /run.
 	PrivateDirs []string
+	// CopyDirs are extra directories that get a private tmpfs in every
+	// host holding a copy of the real directory's contents (at most
+	// 64 MiB), like /var/spool/postfix.
+	CopyDirs []string
 }
 
-// DefaultPrivateDirs get a private tmpfs in every host. /srv and
-// /var/lib/migrate start empty; /run and /var/log get the skeleton of the
-// real directories. /tmp is shared
-// with the test runner on purpose, so tests can hand files written to
-// t.TempDir() to programs inside a host.
-var DefaultPrivateDirs = []string{"/run", "/srv", "/var/lib/migrate", "/var/log"}
+// /tmp, /etc and /usr stay shared with the test runner: tests hand files
+// written to t.TempDir() to programs inside a host. See privateDirs for
+// what each host has to itself.
 
 // Host numbers inside the bed's /24.
 const (
@@ -102,10 +102,9 @@ func (b *Bed) UnusedAddr() string { return b.Addr(UnusedHost) }
 func New(t testing.TB, opts Options) *Bed {
 	t.Helper()
 	Require(t)
-	for _, d := range opts.PrivateDirs {
-		if !filepath.IsAbs(d) || filepath.Clean(d) != d || d == "/" {
-			t.Fatalf("testbed: PrivateDirs entry %q must be a clean absolute path below /", d)
-		}
+	private, err := privateDirs(opts)
+	if err != nil {
+		t.Fatalf("testbed: %v", err)
 	}
 	start := time.Now()
 	b := &Bed{t: t, Dir: t.TempDir(), created: start}
@@ -116,21 +115,27 @@ func New(t testing.TB, opts Options) *Bed {
 	b.Old = b.newNode("old", OldHost, !opts.NoSSH)
 	b.New = b.newNode("new", NewHost, !opts.NoSSH)
 	b.Client = b.newNode("client", ClientHost, !opts.NoSSH && opts.ClientSSH)
-	if err := b.setupNetwork(); err != nil {
-		t.Fatalf("testbed: %v", err)
+	var took [3]time.Duration
+	steps := []func() error{
+		func() error {
+			if err := b.setupNetwork(); err != nil {
+				return err
+			}
+			return b.writeHosts()
+		},
+		func() error { return parallel(b.Nodes(), func(n *Node) error { return n.startInit(private) }) },
+		b.setupSSH,
 	}
-	if err := b.writeHosts(); err != nil {
-		t.Fatalf("testbed: %v", err)
+	for i, step := range steps {
+		t0 := time.Now()
+		if err := step(); err != nil {
+			t.Fatalf("testbed: %v", err)
+		}
+		took[i] = time.Since(t0).Round(time.Millisecond)
 	}
-	private := append(append([]string{}, DefaultPrivateDirs...), opts.PrivateDirs...)
-	if err := parallel(b.Nodes(), func(n *Node) error { return n.startInit(private) }); err != nil {
-		t.Fatalf("testbed: %v", err)
-	}
-	if err := b.setupSSH(); err != nil {
-		t.Fatalf("testbed: %v", err)
-	}
-	t.Logf("testbed: %s up in %v (old %s, new %s, client %s, dir %s)",
-		b.Subnet, time.Since(start).Round(time.Millisecond), b.Old.Addr, b.New.Addr, b.Client.Addr, b.Dir)
+	t.Logf("testbed: %s up in %v (network %v, hosts %v, sshd %v; old %s, new %s, client %s; dir %s)",
+		b.Subnet, time.Since(start).Round(time.Millisecond), took[0], took[1], took[2],
+		b.Old.Addr, b.New.Addr, b.Client.Addr, b.Dir)
 	return b
 }
 

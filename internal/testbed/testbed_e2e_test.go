@@ -56,6 +56,24 @@ func TestHostsAreSeparate(t *testing.T) {
 			}
 		}
 	}
+	// /root is private with stock dotfiles; the mail spool is a private copy.
+	if st, err := bed.Old.Stat("/root"); err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("old's /root: %v %v", st, err)
+	}
+	if stock, err := os.ReadFile("/usr/share/base-files/dot.bashrc"); err == nil {
+		if got, _ := bed.Old.ReadFile("/root/.bashrc"); string(got) != string(stock) {
+			t.Error("old's /root/.bashrc is not Debian's stock one")
+		}
+	}
+	if _, err := os.Stat("/var/spool/postfix/pid"); err == nil {
+		if _, err := bed.Old.Stat("/var/spool/postfix/pid"); err != nil {
+			t.Errorf("old's copy of /var/spool/postfix: %v", err)
+		}
+		bed.Old.WriteFile(t, "/var/spool/postfix/pid/testbed-probe", nil, 0o644)
+		if _, err := os.Stat("/var/spool/postfix/pid/testbed-probe"); err == nil {
+			t.Error("old's /var/spool/postfix is the machine's")
+		}
+	}
 	// Private tmpfs: a file written in old's /srv is in neither new's nor the root's.
 	bed.Old.WriteFile(t, "/srv/only-on-old", []byte("x"), 0o644)
 	if _, err := bed.New.Exec(ctx, "test", "-e", "/srv/only-on-old"); err == nil {
@@ -91,10 +109,13 @@ func TestSSHWithOpenSSHClient(t *testing.T) {
 		cmd := exec.Command("ssh", "-F", "/dev/null", "-i", bed.ClientKey,
 			"-o", "UserKnownHostsFile="+bed.KnownHosts, "-o", "StrictHostKeyChecking=yes",
 			"-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "root@"+n.Addr, "hostname; ls /srv")
-		cmd.Stdin = nil
-		out, err := cmd.CombinedOutput()
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		// The host's /root holds Debian's stock dotfiles, so nothing but
+		// the command's own output comes back.
 		if err != nil || strings.TrimSpace(string(out)) != n.Hostname {
-			t.Errorf("ssh %s: %v: %q", n.Name, err, out)
+			t.Errorf("ssh %s: %v: %q, stderr %q", n.Name, err, out, stderr.String())
 		}
 	}
 	if _, err := os.Stat(bed.Client.Path("/run/sshd.pid")); err == nil {
