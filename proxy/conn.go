@@ -166,10 +166,16 @@ func (cc *clientConn) handle(ctx context.Context) bool {
 		}
 		keep, err := cc.exchange(b, bc, svc, skey, start)
 		if errors.Is(err, errStale) && idem && !hasBody && attempt < maxAttempts {
-			// A pooled connection the backend had closed: retry on a fresh one.
+			// The backend closed the connection before answering: a pooled
+			// connection it had dropped, or a backend going down. Retry on
+			// a fresh connection; if that fails to connect, the backend is
+			// marked dead and another is tried.
 			b.closeIdle()
 			fresh = true
 			continue
+		}
+		if errors.Is(err, errStale) {
+			return cc.writeError(502, svc, start)
 		}
 		return keep
 	}
@@ -183,7 +189,7 @@ func idempotent(m []byte) bool {
 	return false
 }
 
-// errStale is a reused backend connection that failed before any byte of
+// errStale is a backend connection that closed before any byte of
 // the response arrived.
 var errStale = errors.New("stale backend connection")
 
@@ -209,7 +215,9 @@ func (cc *clientConn) exchange(b *backend, bc *bconn, svc *service, skey string,
 				b.setAlive(false, "response timeout")
 				return cc.writeError(504, svc, start), nil
 			}
-			if bc.reused && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)) {
+			if len(resp.buf) == 0 && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)) {
+				// Closed before any byte of the response: nothing reached
+				// the client, so an idempotent request may go elsewhere.
 				return false, errStale
 			}
 			return cc.writeError(502, svc, start), nil
@@ -284,7 +292,7 @@ func (cc *clientConn) bodyFailed(b *backend, svc *service, bc *bconn, err error,
 		}
 		return false, nil // the client went away: not the backend's fault
 	}
-	if bc.reused && cc.req.contentLength <= 0 && !cc.req.chunked {
+	if cc.req.contentLength <= 0 && !cc.req.chunked {
 		return false, errStale
 	}
 	return cc.writeError(502, svc, start), nil
