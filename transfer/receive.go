@@ -56,6 +56,9 @@ func receive(ctx context.Context, p receiveParams, in io.Reader, log *slog.Logge
 	}
 	res := &ReceiveResult{Written: []int{}}
 	err = t.readStream(ctx, in, want, res)
+	if serr := l.saveJournal(t.journal); err == nil {
+		err = serr
+	}
 	if err != nil && len(res.Written) == 0 {
 		return nil, diskHint(err)
 	}
@@ -99,6 +102,7 @@ func (t *target) readStream(ctx context.Context, in io.Reader, want map[string]i
 		case err != nil:
 			return err
 		default:
+			t.stampFile(t.pl.Real[i], e.SHA256)
 			res.Written = append(res.Written, i)
 		}
 	}
@@ -162,6 +166,9 @@ func commit(ctx context.Context, p commitParams, log *slog.Logger) (*CommitResul
 	}
 	if err := l.removeState(pendingFile); err != nil {
 		return nil, err
+	}
+	if err := l.saveJournal(t.journal); err != nil {
+		return nil, diskHint(err)
 	}
 	res.Complete = true
 	return res, nil

@@ -267,7 +267,9 @@ func (s *shipper) produceRaw(cw *counter) error {
 	defer f.Close()
 	cw.total = s.st.BytesArchive
 	cw.rawDone = true
-	_, err = io.Copy(cw, f)
+	// Large writes become large agent frames (os.File's own WriteTo
+	// would copy 32 KiB at a time).
+	_, err = io.CopyBuffer(cw, struct{ io.Reader }{f}, make([]byte, 1<<20))
 	return err
 }
 

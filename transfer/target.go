@@ -48,10 +48,11 @@ type PrepareResult struct {
 
 // target is one service's root being shipped, on the target host.
 type target struct {
-	l    Layout
-	root *Root
-	pl   *Plan
-	log  *slog.Logger
+	l       Layout
+	root    *Root
+	pl      *Plan
+	log     *slog.Logger
+	journal *journal
 }
 
 func openTarget(l Layout, m *capture.Manifest, log *slog.Logger) (*target, error) {
@@ -67,7 +68,7 @@ func openTarget(l Layout, m *capture.Manifest, log *slog.Logger) (*target, error
 		root.Close()
 		return nil, hint.With(err, "the archive is damaged or hostile; capture the service again")
 	}
-	return &target{l: l, root: root, pl: pl, log: log}, nil
+	return &target{l: l, root: root, pl: pl, log: log, journal: l.loadJournal()}, nil
 }
 
 func (t *target) Close() error { return t.root.Close() }
@@ -133,7 +134,11 @@ func prepare(ctx context.Context, p prepareParams, log *slog.Logger) (*PrepareRe
 	if err := t.makeDirs(); err != nil {
 		return nil, diskHint(err)
 	}
-	return t.sortFiles(ctx, !p.NoReuse)
+	res, err := t.sortFiles(ctx, !p.NoReuse)
+	if serr := l.saveJournal(t.journal); err == nil && serr != nil {
+		return nil, diskHint(serr)
+	}
+	return res, err
 }
 
 // checkBase makes sure a delta applies on top of what the root holds.
@@ -269,11 +274,17 @@ func (t *target) check(i int, states []int) {
 		return
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err != nil || st.Size() != e.Size {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Size != e.Size {
+		return
+	}
+	if t.journal.verified(t.pl.Real[i], e.SHA256, &st) {
+		states[i] = statePresent
 		return
 	}
 	if sum, err := hashReader(f); err == nil && sum == e.SHA256 {
 		states[i] = statePresent
+		t.journal.record(t.pl.Real[i], stampOf(&st, sum))
 	}
 }
 
@@ -299,6 +310,9 @@ func (t *target) reuse(i int, idx *contentIndex) (bool, error) {
 		var ce *ChecksumError
 		if errors.As(err, &ce) {
 			return false, nil
+		}
+		if err == nil {
+			t.stampFile(t.pl.Real[i], e.SHA256)
 		}
 		return err == nil, err
 	}

@@ -1,0 +1,3 @@
+// Package transferbench is the transfer benchmark: run.sh runs its test
+// (build tag "bench") on the test bed and prints figures and ratios.
+package transferbench
