@@ -60,6 +60,8 @@ func Rescan(ctx context.Context, base *Manifest, opts Options) (*Manifest, error
 	}
 	acc := readAccounts()
 	pk := openPackages(c)
+	c.addParents()
+	pk.prefetch(c.sorted())
 	es, err := c.entries(ctx, acc, pk.owner)
 	if err != nil {
 		return nil, err

@@ -27,6 +27,7 @@ type CutoverOptions struct {
 	HealthPath  string
 	HoldTimeout time.Duration
 	DNSTTL      uint32
+	PrepareOnly bool
 }
 
 // NewCmdCutover builds `migrate cutover DIR`.
@@ -71,6 +72,7 @@ continues from the journal.`,
 	fl.StringVar(&opts.HealthPath, "health-path", "/", "path requested on the new host to check an HTTP service")
 	fl.DurationVar(&opts.HoldTimeout, "hold-timeout", 60*time.Second, "forward held connections anyway after this long")
 	fl.Uint32Var(&opts.DNSTTL, "dns-ttl", 0, "TTL of the new DNS records (default: the old TTL)")
+	fl.BoolVar(&opts.PrepareOnly, "prepare-only", false, "only capture, transfer and start on the new host; switch nothing")
 	return cmd
 }
 
@@ -129,6 +131,9 @@ func cutoverRun(ctx context.Context, opts *CutoverOptions) error {
 		return err
 	}
 	so.Dest, so.HealthPath, so.HoldTimeout, so.DNSTTL = opts.Dest, opts.HealthPath, opts.HoldTimeout, opts.DNSTTL
+	if opts.PrepareOnly {
+		return migrate.Prepare(ctx, m, so)
+	}
 	res, err := migrate.Cutover(ctx, m, so)
 	if res != nil {
 		printCutover(f, m, res)

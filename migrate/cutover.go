@@ -17,6 +17,7 @@ import (
 
 	"github.com/migrate-tool/migrate/capture"
 	"github.com/migrate-tool/migrate/dnscheck"
+	"github.com/migrate-tool/migrate/internal/agent"
 	"github.com/migrate-tool/migrate/internal/hint"
 	"github.com/migrate-tool/migrate/internal/host"
 	"github.com/migrate-tool/migrate/transfer"
@@ -133,8 +134,10 @@ type TransferResult struct {
 	Stats   transfer.Stats `json:"stats"`
 }
 
+// capture fetches an archive of the service from the old host; with
+// since, a delta of the stopped service against that full capture.
 func (s *session) capture(ctx context.Context, archive string, since *capture.Manifest) (CaptureResult, error) {
-	p := capture.RunParams{Options: capture.Options{Service: s.m.Plan.Service, Port: s.m.Plan.Port, Since: since}}
+	p := capture.RunParams{Options: capture.Options{Service: s.m.Plan.Service, Port: s.m.Plan.Port, Since: since, Stopped: since != nil}}
 	res, err := capture.Fetch(ctx, s.old, p, s.m.Path(archive))
 	if err != nil {
 		return CaptureResult{}, err
@@ -239,6 +242,13 @@ func Cutover(ctx context.Context, m *Migration, o Options) (*CutoverResult, erro
 
 func (s *session) switchOver(ctx context.Context, res *CutoverResult) error {
 	m, o := s.m, s.o
+	// Have both agents deployed and checked before the old address is
+	// held, so that the hold pays for none of it.
+	for _, h := range []host.Host{s.old, s.new} {
+		if err := h.Call(ctx, agent.MethodPing, nil, nil); err != nil {
+			return err
+		}
+	}
 	var took TakeoverResult
 	if err := step(ctx, m, o, StepTakeover, &took, s.takeover); err != nil {
 		return err
@@ -262,6 +272,11 @@ func (s *session) switchOver(ctx context.Context, res *CutoverResult) error {
 		return err
 	}
 	if err := step(ctx, m, o, StepRestart, nil, func(ctx context.Context) (transfer.ServiceStatus, error) {
+		if d, err := capture.OpenArchive(s.m.Path(res.FinalSync.Archive)); err == nil && s.mode() == "http" && dataOnly(&base, d.Manifest()) {
+			// Only documents changed: the web server serves them as they are.
+			_, err := s.preflightService(ctx)
+			return transfer.ServiceStatus{Name: s.m.Plan.Name, Status: "running (not restarted: only data changed)"}, err
+		}
 		if _, err := transfer.StopService(ctx, s.new, s.serviceOptions()); err != nil {
 			return transfer.ServiceStatus{}, err
 		}
@@ -468,9 +483,9 @@ func (s *session) updater() *dnscheck.Updater {
 
 func (s *session) switchDNS(ctx context.Context) (DNSSwitch, error) {
 	sw := DNSSwitch{Names: s.m.Plan.Domains, NewAddr: s.newAddr(), Servers: s.m.Plan.DNSServers}
-	typ := dns.TypeA
+	typ := "A"
 	if ip := net.ParseIP(sw.NewAddr); ip != nil && ip.To4() == nil {
-		typ = dns.TypeAAAA
+		typ = "AAAA"
 	}
 	for _, name := range s.m.Plan.Domains {
 		u := s.updater()
@@ -492,4 +507,33 @@ func (s *session) switchDNS(ctx context.Context) (DNSSwitch, error) {
 	}
 	sw.SwitchedAt = time.Now().UTC()
 	return sw, nil
+}
+
+// dataOnly reports whether a delta against base changes nothing but data
+// (documents, zone files, spools) and run-time files such as pid files:
+// then the service on the new host needs no restart.
+func dataOnly(base, d *capture.Manifest) bool {
+	reasons := map[string][]string{}
+	for _, e := range base.Entries {
+		reasons[e.Path] = e.Reasons
+	}
+	ok := func(rs []string) bool {
+		for _, r := range rs {
+			if strings.HasPrefix(r, "data:") || strings.HasPrefix(r, "runtime") {
+				return true
+			}
+		}
+		return false
+	}
+	for _, p := range d.Deleted {
+		if !ok(reasons[p]) && !strings.HasPrefix(p, "/run/") {
+			return false
+		}
+	}
+	for _, e := range d.Entries {
+		if !ok(e.Reasons) && e.Type != capture.TypeDir {
+			return false
+		}
+	}
+	return true
 }

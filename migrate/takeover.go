@@ -46,6 +46,7 @@ type TakeoverParams struct {
 type TakeoverResult struct {
 	Proxy      ProxyState `json:"proxy"`
 	StoppedPID []int      `json:"stopped_pids"`
+	SpawnTook  string     `json:"spawn_took"`
 	StopTook   string     `json:"stop_took"`
 }
 
@@ -97,11 +98,13 @@ func takeOver(ctx context.Context, p TakeoverParams) (*TakeoverResult, error) {
 	opts := HoldOptions{ListenFD: 3, Listen: p.Listen, Backend: p.Backend, Mode: p.Mode,
 		ControlSocket: filepath.Join(dir, "control.sock"), AccessLog: filepath.Join(dir, "access.log"),
 		HoldTimeout: p.HoldTimeout}
+	start := time.Now()
 	pid, err := spawnHolder(ctx, dir, opts, f)
 	if err != nil {
 		return nil, err
 	}
-	start := time.Now()
+	spawnTook := time.Since(start)
+	start = time.Now()
 	stopped, err := stopGracefully(ctx, socks, p.StopSignal, p.StopTimeout)
 	if err != nil {
 		// Give the address back: the old service still runs, so the
@@ -113,6 +116,7 @@ func takeOver(ctx context.Context, p TakeoverParams) (*TakeoverResult, error) {
 		Proxy: ProxyState{PID: pid, ControlSocket: opts.ControlSocket, AccessLog: opts.AccessLog,
 			LogFormat: "combined", Listen: p.Listen, Backend: p.Backend, TakenAt: time.Now().UTC()},
 		StoppedPID: stopped,
+		SpawnTook:  spawnTook.Round(time.Millisecond).String(),
 		StopTook:   time.Since(start).Round(time.Millisecond).String(),
 	}, nil
 }

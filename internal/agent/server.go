@@ -45,8 +45,16 @@ type Handler func(ctx context.Context, c *Call) (result any, err error)
 
 var (
 	registryMu sync.Mutex
-	registry   = map[string]Handler{}
+	registry   = map[string]Handler{MethodPing: ping}
 )
+
+// MethodPing answers with the agent's build version. Callers use it to
+// deploy and start the agent ahead of a step that must be quick.
+const MethodPing = "agent.ping"
+
+func ping(ctx context.Context, c *Call) (any, error) {
+	return map[string]string{"version": Version}, nil
+}
 
 // Register makes h serve method in every agent built into this binary.
 // Packages call it from init; method names are "area.verb".
