@@ -173,5 +173,5 @@ func throughput(t *testing.T, bed *testbed.Bed) {
 	report("migrate: %.2f s wall = %.0f MB/s (after connecting: %.2f s = %.0f MB/s, incl. verification on the target)",
 		wall.Seconds(), mb/wall.Seconds(), ship.Seconds(), mb/ship.Seconds())
 	report("throughput ratio migrate/scp: %.2fx wall, %.2fx without connection setup (target >= 0.9x)",
-		scp.Seconds()/wall.Seconds(), (scp - handshake).Seconds()/ship.Seconds())
+		scp.Seconds()/wall.Seconds(), (scp-handshake).Seconds()/ship.Seconds())
 }
