@@ -26,7 +26,7 @@ import (
 const (
 	manifestName = "manifest.json"
 	rootPrefix   = "root" // captured path /etc/x is stored as root/etc/x
-	maxManifest  = 256 << 20
+	maxManifest  = 64 << 20
 )
 
 var (
@@ -278,7 +278,7 @@ func OpenArchive(path string) (*Reader, error) {
 		return nil, fmt.Errorf("open archive: %w", err)
 	}
 	defer f.Close()
-	zr, err := zstd.NewReader(f, zstd.WithDecoderConcurrency(1))
+	zr, err := newDecoder(f)
 	if err != nil {
 		return nil, &ParseError{Archive: path, Err: err}
 	}
@@ -292,12 +292,18 @@ func OpenArchive(path string) (*Reader, error) {
 
 // ReadManifest reads only the manifest from an archive stream.
 func ReadManifest(r io.Reader) (*Manifest, error) {
-	zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1))
+	zr, err := newDecoder(r)
 	if err != nil {
 		return nil, err
 	}
 	defer zr.Close()
 	return readManifest(tar.NewReader(zr))
+}
+
+// newDecoder bounds the decoder's memory so that a hostile frame header
+// cannot make it allocate without limit.
+func newDecoder(r io.Reader) (*zstd.Decoder, error) {
+	return zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(128<<20), zstd.WithDecoderMaxMemory(1<<30))
 }
 
 func readManifest(tr *tar.Reader) (*Manifest, error) {
@@ -360,7 +366,7 @@ func (r *Reader) Verify() error {
 // WalkStream reads an archive from a stream once: the manifest, passed to
 // mfn, then every entry as in Reader.Walk. name labels errors.
 func WalkStream(name string, src io.Reader, mfn func(m *Manifest) error, fn func(e *Entry, body io.Reader) error) error {
-	zr, err := zstd.NewReader(src, zstd.WithDecoderConcurrency(1))
+	zr, err := newDecoder(src)
 	if err != nil {
 		return &ParseError{Archive: name, Err: err}
 	}
@@ -377,7 +383,7 @@ func WalkStream(name string, src io.Reader, mfn func(m *Manifest) error, fn func
 }
 
 func walk(name string, src io.Reader, m *Manifest, fn func(e *Entry, body io.Reader) error) error {
-	zr, err := zstd.NewReader(src, zstd.WithDecoderConcurrency(1))
+	zr, err := newDecoder(src)
 	if err != nil {
 		return &ParseError{Archive: name, Err: err}
 	}

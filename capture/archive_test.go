@@ -245,3 +245,33 @@ func TestManifestValidate(t *testing.T) {
 		})
 	}
 }
+
+// FuzzOpenArchive: arbitrary bytes never panic the reader, and whatever
+// it accepts verifies or fails with a *ParseError.
+func FuzzOpenArchive(f *testing.F) {
+	files := memFiles{"/etc/a.conf": []byte("hello\n"), "/etc/b": []byte("bbbb"), "/etc/empty": nil}
+	var buf bytes.Buffer
+	if err := Write(&buf, testManifest(files), files.open); err == nil {
+		f.Add(buf.Bytes())
+	}
+	f.Add([]byte("(\xb5/\xfd garbage"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p := filepath.Join(t.TempDir(), "a.tar.zst")
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r, err := OpenArchive(p)
+		if err != nil {
+			var pe *ParseError
+			if !errors.As(err, &pe) {
+				t.Fatalf("OpenArchive error %T %v is not a ParseError", err, err)
+			}
+			return
+		}
+		err = r.Verify()
+		var pe *ParseError
+		if err != nil && !errors.As(err, &pe) {
+			t.Fatalf("Verify error %T %v is not a ParseError", err, err)
+		}
+	})
+}

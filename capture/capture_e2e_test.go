@@ -460,3 +460,100 @@ func TestCapturePostfixE2E(t *testing.T) {
 		t.Errorf("start %q", m.Start)
 	}
 }
+
+// runIn runs the migrate binary inside host n and returns stdout, stderr
+// and the exit code.
+func runIn(t *testing.T, n *testbed.Node, prefix []string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	argv := append(append(prefix, testbed.Binary(t)), args...)
+	cmd := n.Command(ctx, argv...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+// TestCaptureBadInputE2E: each bad input is a one-line error with a hint,
+// a non-zero exit, and no archive (nor temp file) left behind.
+func TestCaptureBadInputE2E(t *testing.T) {
+	bed := testbed.New(t, testbed.Options{NoSSH: true})
+	testbed.RequireTools(t, "nginx", "setpriv")
+	old := bed.Old
+	old.WriteFile(t, "/srv/www/index.html", []byte("hi\n"), 0o644)
+	old.WriteFile(t, "/srv/conf/nginx.conf", []byte(nginxConf), 0o644)
+	old.MustExec(t, "mkdir", "-p", "/var/log/nginx", "/srv/out", "/srv/full")
+	old.MustExec(t, "chmod", "1777", "/srv/out")
+	old.MustExec(t, "mount", "-t", "tmpfs", "-o", "size=256k", "full", "/srv/full")
+	p := old.Start(t, "nginx", "nginx", "-c", "/srv/conf/nginx.conf", "-g", "daemon off;")
+	if err := testbed.WaitHTTP("http://"+old.Addr+"/", 10*time.Second, p); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		prefix  []string
+		args    []string
+		code    int
+		errLine string
+		hint    string
+		dir     string
+	}{
+		{"unknown service", nil, []string{"--service", "no-such-service"}, 1,
+			`migrate: error: unknown service "no-such-service": no running process, package or init script by that name`, "--port", "/srv/out"},
+		{"not running", nil, []string{"--service", "named"}, 1,
+			`migrate: error: service "named": service not running`, "start it first", "/srv/out"},
+		{"no permission", []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"}, []string{"--service", "nginx"}, 1,
+			"permission denied", "run the capture as root", "/srv/out"},
+		{"full disk", nil, []string{"--service", "nginx", "--trace", "off"}, 1,
+			"no space left on device", "free space on the output file system", "/srv/full"},
+		{"no service named", nil, nil, 2, "migrate: error: name the service with --service NAME or --port N", "", "/srv/out"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := tt.dir + "/capture.tar.zst"
+			args := append([]string{"capture", "--from", "local", "-o", out}, tt.args...)
+			_, stderr, code := runIn(t, old, tt.prefix, args...)
+			if code != tt.code {
+				t.Fatalf("exit %d, want %d; stderr:\n%s", code, tt.code, stderr)
+			}
+			lines := strings.Split(strings.TrimSpace(stderr), "\n")
+			if !strings.HasPrefix(lines[0], "migrate: error: ") || !strings.Contains(lines[0], tt.errLine) {
+				t.Errorf("first stderr line %q, want it to contain %q", lines[0], tt.errLine)
+			}
+			if tt.hint != "" && (len(lines) < 2 || !strings.HasPrefix(lines[1], "migrate: hint: ") || !strings.Contains(lines[1], tt.hint)) {
+				t.Errorf("stderr %q lacks hint %q", stderr, tt.hint)
+			}
+			left := strings.TrimSpace(old.MustExec(t, "ls", "-A", tt.dir))
+			if left != "" {
+				t.Errorf("left behind in %s: %s", tt.dir, left)
+			}
+		})
+	}
+
+	// A damaged archive: verify names the first bad entry.
+	_, stderr, code := runIn(t, old, nil, "capture", "--from", "local", "--service", "nginx", "--trace", "off", "-o", "/srv/out/good.tar.zst")
+	if code != 0 {
+		t.Fatalf("capture: %d %s", code, stderr)
+	}
+	good, err := os.ReadFile(old.Path("/srv/out/good.tar.zst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.WriteFile(t, "/srv/out/cut.tar.zst", good[:len(good)/2], 0o600)
+	stdout, stderr, code := runIn(t, old, nil, "archive", "verify", "/srv/out/good.tar.zst")
+	if code != 0 || !strings.HasPrefix(stdout, "ok /srv/out/good.tar.zst: full nginx") {
+		t.Fatalf("verify good: %d %q %q", code, stdout, stderr)
+	}
+	_, stderr, code = runIn(t, old, nil, "archive", "verify", "/srv/out/cut.tar.zst")
+	if code != 1 || !strings.Contains(stderr, "migrate: error: archive /srv/out/cut.tar.zst: entry /") ||
+		!strings.Contains(stderr, "migrate: hint: the archive is damaged from entry /") {
+		t.Fatalf("verify truncated: %d %q", code, stderr)
+	}
+}
