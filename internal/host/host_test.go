@@ -337,7 +337,7 @@ func TestProxyJumpAndSSHConfig(t *testing.T) {
 	clientKey := jump.ClientKey
 	signer, _ := loadKey(clientKey)
 	hostKey, _ := newKey(t)
-	target := startServerWith(t, hostKey, signer.PublicKey(), clientKey)
+	target := startServerWith(t, "127.0.0.1:0", hostKey, signer.PublicKey(), clientKey)
 	_, jport, _ := net.SplitHostPort(jump.Addr)
 	_, tport, _ := net.SplitHostPort(target.Addr)
 	dir := t.TempDir()

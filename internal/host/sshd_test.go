@@ -55,18 +55,23 @@ func newKey(t *testing.T) (ssh.Signer, []byte) {
 
 func startServer(t *testing.T) *testServer {
 	t.Helper()
+	return startServerOn(t, "127.0.0.1:0")
+}
+
+func startServerOn(t *testing.T, listen string) *testServer {
+	t.Helper()
 	hostKey, _ := newKey(t)
 	clientKey, clientPEM := newKey(t)
 	keyFile := filepath.Join(t.TempDir(), "id_test")
 	if err := os.WriteFile(keyFile, clientPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return startServerWith(t, hostKey, clientKey.PublicKey(), keyFile)
+	return startServerWith(t, listen, hostKey, clientKey.PublicKey(), keyFile)
 }
 
-func startServerWith(t *testing.T, hostKey ssh.Signer, allowed ssh.PublicKey, keyFile string) *testServer {
+func startServerWith(t *testing.T, listen string, hostKey ssh.Signer, allowed ssh.PublicKey, keyFile string) *testServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		t.Fatal(err)
 	}
