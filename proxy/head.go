@@ -90,6 +90,12 @@ func (cc *clientConn) writeRequestHead(w *bufio.Writer, b *backend) {
 		w.Write(value)
 		w.WriteString("\r\n")
 	}
+	if req.host.e == 0 {
+		// An HTTP/1.0 client may omit Host; HTTP/1.1 backends require it.
+		w.WriteString("Host: ")
+		w.WriteString(b.addr)
+		w.WriteString("\r\n")
+	}
 	w.Write(l.extraHeaders)
 	w.WriteString("X-Forwarded-For: ")
 	if len(xff) > 0 {

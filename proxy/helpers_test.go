@@ -11,6 +11,8 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -103,3 +105,10 @@ func portOf(u string) string {
 }
 
 func readFile(p string) ([]byte, error) { return os.ReadFile(p) }
+
+func httptestServer(seen func(host string)) *httptest.Server {
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen(r.Host)
+		io.WriteString(w, "ok")
+	}))
+}

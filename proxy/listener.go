@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"net"
 	"net/netip"
 	"strconv"
@@ -28,6 +29,7 @@ type httpListener struct {
 	methods      map[string]bool
 	tlsConf      *tls.Config
 	logLevel     int
+	clients      prometheus.Gauge
 }
 
 var xhttpMethods = [][]string{
@@ -55,6 +57,7 @@ func (srv *instance) newHTTPListener(lc *ListenerConfig, global []*service) *htt
 	l := &httpListener{cfg: lc, srv: srv, scheme: "http", client: cfg.Client, timeout: cfg.TimeOut,
 		errPages: lc.ErrorFiles, methods: map[string]bool{}, logLevel: cfg.LogLevel}
 	l.name = lc.Name + " " + net.JoinHostPort(lc.Address, strconv.Itoa(lc.Port))
+	l.clients = srv.m.clients.WithLabelValues(l.name)
 	if lc.Client > 0 {
 		l.client = lc.Client
 	}
@@ -154,6 +157,8 @@ func (s *sock) acceptLoop(ctx context.Context, wg *sync.WaitGroup) {
 					return
 				}
 				defer l.srv.untrack(c)
+				l.clients.Inc()
+				defer l.clients.Dec()
 				cc.serve(ctx)
 			}()
 		case h.tcp != nil:

@@ -97,3 +97,15 @@ func FuzzRequest(f *testing.F) {
 		}
 	})
 }
+
+func TestHTTP10WithoutHost(t *testing.T) {
+	var host string
+	be := httptestServer(func(h string) { host = h })
+	defer be.Close()
+	lp := freePort(t)
+	startProxy(t, simpleCfg(lp, portOf(be.URL)), nil)
+	got := rawRequest(t, "127.0.0.1:"+lp, "GET / HTTP/1.0\r\n\r\n")
+	if !strings.HasPrefix(got, "HTTP/1.1 200 ") || !strings.Contains(got, "Connection: close") || host != hostPort(be.URL) {
+		t.Fatalf("got %q, backend saw Host %q", got, host)
+	}
+}
