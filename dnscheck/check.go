@@ -54,7 +54,7 @@ func ParseExpectation(s string) (Expectation, error) {
 		return Expectation{}, fmt.Errorf("--expect %q: want NAME=ADDR", s)
 	}
 	if _, err := netip.ParseAddr(val); err != nil {
-		if _, ok := dns.IsDomainName(val); !ok {
+		if _, ok := dns.IsDomainName(val); !ok || strings.ContainsAny(val, " \t") {
 			return Expectation{}, fmt.Errorf("--expect %q: %q is neither an address nor a host name", s, val)
 		}
 		val = strings.ToLower(val)

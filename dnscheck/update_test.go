@@ -91,3 +91,29 @@ func TestChangeRecordRoundTrip(t *testing.T) {
 		t.Fatalf("want a version error, got %v", err)
 	}
 }
+
+func TestHostPort(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1": "127.0.0.1:53", "127.0.0.1:5353": "127.0.0.1:5353", "::1": "[::1]:53", "[::1]:15353": "[::1]:15353",
+	} {
+		if got := HostPort(in, 53); got != want {
+			t.Errorf("HostPort(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestParseExpectation(t *testing.T) {
+	for in, want := range map[string]string{
+		"www=192.0.2.1": "www 192.0.2.1", "WWW.example.test.=2001:DB8::1": "www.example.test. 2001:DB8::1", "app=Web": "app web",
+		"www": "error", "=192.0.2.1": "error", "www=": "error", "www=a b": "error",
+	} {
+		e, err := ParseExpectation(in)
+		got := e.Name + " " + e.Value
+		if err != nil {
+			got = "error"
+		}
+		if got != want {
+			t.Errorf("ParseExpectation(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
