@@ -66,6 +66,7 @@ type Socket struct {
 	PIDs    []int    `json:"pids,omitempty"` // every PID holding it
 	Process string   `json:"process,omitempty"`
 	Exe     string   `json:"exe,omitempty"`
+	Cmdline []string `json:"cmdline,omitempty"` // argv of PID
 	Package string   `json:"package,omitempty"`
 }
 
@@ -148,7 +149,7 @@ func mergeSockets(socks []Socket) []Socket {
 		slices.Sort(m.PIDs)
 		if len(m.PIDs) > 0 && m.PIDs[0] != m.PID {
 			m.PID = m.PIDs[0]
-			m.Process = s.Process
+			m.Process, m.Cmdline = s.Process, s.Cmdline
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool {
