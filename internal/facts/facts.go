@@ -66,7 +66,6 @@ type Socket struct {
 	PIDs    []int    `json:"pids,omitempty"` // every PID holding it
 	Process string   `json:"process,omitempty"`
 	Exe     string   `json:"exe,omitempty"`
-	Cmdline []string `json:"cmdline,omitempty"` // argv of PID
 	Package string   `json:"package,omitempty"`
 }
 
@@ -149,7 +148,7 @@ func mergeSockets(socks []Socket) []Socket {
 		slices.Sort(m.PIDs)
 		if len(m.PIDs) > 0 && m.PIDs[0] != m.PID {
 			m.PID = m.PIDs[0]
-			m.Process, m.Cmdline = s.Process, s.Cmdline
+			m.Process = s.Process
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool {

@@ -52,9 +52,6 @@ func (c *Collector) sockets(warn func(string)) ([]Socket, error) {
 		s.PIDs, s.PID = pids, pids[0]
 		s.Process = readLine(c.proc(strconv.Itoa(s.PID), "comm"))
 		s.Exe, _ = os.Readlink(c.proc(strconv.Itoa(s.PID), "exe"))
-		if b, err := os.ReadFile(c.proc(strconv.Itoa(s.PID), "cmdline")); err == nil && len(b) > 0 {
-			s.Cmdline = strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
-		}
 	}
 	if unresolved > 0 && denied > 0 {
 		warn(fmt.Sprintf("sockets: %d socket(s) without a process: %d process(es) could not be inspected (run as root)", unresolved, denied))
