@@ -1,6 +1,8 @@
 package host
 
 import (
+	"crypto/ed25519"
+	"encoding/pem"
 	"net"
 	"os"
 	"path/filepath"
@@ -8,6 +10,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
+
+	"github.com/migrate-tool/migrate/internal/hint"
 )
 
 // Keys from ssh-agent (SSH_AUTH_SOCK) are offered when no file is named.
@@ -89,4 +93,21 @@ func TestIPv6Loopback(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.Close()
+}
+
+func TestEncryptedIdentity(t *testing.T) {
+	srv := startServer(t)
+	_, priv, _ := ed25519.GenerateKey(nil)
+	blk, err := ssh.MarshalPrivateKeyWithPassphrase(priv, "", []byte("secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(t.TempDir(), "id_enc")
+	os.WriteFile(f, pem.EncodeToMemory(blk), 0o600)
+	opts := srv.opts(t)
+	opts.IdentityFiles = []string{f}
+	_, err = Open(testCtx(t), srv.spec(), opts)
+	if err == nil || err.Error() != "identity "+f+" is encrypted" || hint.Of(err) != "load it into ssh-agent with `ssh-add "+f+"` (SSH_AUTH_SOCK is used)" {
+		t.Fatalf("got %v (hint %q)", err, hint.Of(err))
+	}
 }
