@@ -209,6 +209,9 @@ func dnsRestore(ctx context.Context, o *DNSOptions, key *dnscheck.Key) error {
 	if len(o.RestoreNames) == 0 {
 		return usagef("restoring from a snapshot needs --name NAME (which records to put back)")
 	}
+	if len(o.RestoreNames) > 1 && o.Record != "" {
+		return usagef("--record names one file: restore one --name at a time, or let --dir name the records")
+	}
 	if o.Zone == "" {
 		o.Zone = snap.Zone
 	}
