@@ -37,7 +37,7 @@ type DrainOptions struct {
 }
 
 // thenActions are the --then actions drain knows.
-var thenActions = []string{"stop-proxy"}
+var thenActions = []string{migrate.ThenStopProxy}
 
 // NewCmdDrain builds `migrate drain N`.
 func NewCmdDrain(f *Factory, runF func(*DrainOptions) error) *cobra.Command {
@@ -126,7 +126,7 @@ func drainRun(ctx context.Context, opts *DrainOptions) error {
 	view := newDrainView(f, opts)
 	res, err := migrate.Drain(ctx, m, migrate.DrainOptions{
 		Threshold: opts.Threshold, QuietFor: opts.QuietFor, Interval: opts.Interval,
-		LogFormat: opts.LogFormat, Resolvers: opts.Resolvers, Watch: opts.Watch,
+		LogFormat: opts.LogFormat, Resolvers: opts.Resolvers, Watch: opts.Watch, Then: opts.Then,
 		Open: f.OpenHost, Update: view.update, Logger: f.Logger,
 	})
 	if err != nil {
@@ -136,18 +136,6 @@ func drainRun(ctx context.Context, opts *DrainOptions) error {
 		return err
 	}
 	view.done()
-	if len(opts.Then) > 0 {
-		h, err := f.OpenHost(ctx, res.Proxy.Host)
-		if err != nil {
-			return fmt.Errorf("drained, but --then failed: %w", err)
-		}
-		defer h.Close()
-		for _, t := range opts.Then {
-			if t == "stop-proxy" {
-				res.Then = append(res.Then, migrate.StopProxy(ctx, h, res.Proxy, 10*time.Second))
-			}
-		}
-	}
 	if opts.Watch {
 		if err := migrate.RecordDrain(m, res); err != nil {
 			return err

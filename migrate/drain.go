@@ -35,6 +35,8 @@ type DrainOptions struct {
 	LogFormat string        // overrides the proxy's log format; "" = as journalled, else detect
 	Resolvers []string      // caching resolvers to watch too
 	Watch     bool          // follow until drained; otherwise check once
+	// Then are the actions run on the old host once drained ("stop-proxy").
+	Then []string
 
 	Open func(ctx context.Context, spec string) (host.Host, error)
 	// Update is called after every check.
@@ -47,6 +49,8 @@ type DrainOptions struct {
 // what they are made of.
 type DrainCheck struct {
 	Time time.Time `json:"time"`
+	// Following is true once the proxy's log is being followed.
+	Following bool `json:"following"`
 	// Traffic through the old host.
 	ReqPerMin  int64                 `json:"req_per_min"`
 	PerMinute  []int64               `json:"per_minute"` // last minutes, oldest first
@@ -98,7 +102,8 @@ type ThenResult struct {
 }
 
 // quietTracker knows since when traffic has stayed at or under a rate:
-// the last moment the requests within span exceeded limit ends the quiet.
+// the last request that took the requests within span (ending at it) over
+// limit ends the quiet.
 // span is a minute, or the quiet period when shorter, and limit the
 // threshold scaled to span.
 type quietTracker struct {
@@ -114,8 +119,12 @@ func newQuietTracker(start time.Time, threshold int64, quietFor time.Duration) *
 	return &quietTracker{start: start, span: span, limit: float64(threshold) * span.Seconds() / 60}
 }
 
-// add counts n requests at t (times must not go backwards by much).
+// add counts n requests at t (times must not go backwards by much). The
+// quiet period restarts at a request that brings the span over the limit.
 func (q *quietTracker) add(t time.Time, n int64) {
+	if n <= 0 {
+		return
+	}
 	for range n {
 		q.recent = append(q.recent, t)
 	}
@@ -129,8 +138,12 @@ func (q *quietTracker) add(t time.Time, n int64) {
 	}
 }
 
-// quietFor is how long traffic has been quiet at now.
+// quietFor is how long traffic has been quiet at now (0 until following
+// started).
 func (q *quietTracker) quietFor(now time.Time) time.Duration {
+	if q.start.IsZero() {
+		return 0
+	}
 	from := q.start
 	if q.lastBusy.After(from) {
 		from = q.lastBusy
@@ -140,7 +153,7 @@ func (q *quietTracker) quietFor(now time.Time) time.Duration {
 
 // judge combines the three conditions at now.
 func judge(now time.Time, w *traffic.Window, q *quietTracker, o DrainOptions, dnsOK bool, caches time.Time) DrainCheck {
-	c := DrainCheck{Time: now, Threshold: o.Threshold, QuietNeed: o.QuietFor, DNSOK: dnsOK, CachesExpire: caches}
+	c := DrainCheck{Time: now, Following: !q.start.IsZero(), Threshold: o.Threshold, QuietNeed: o.QuietFor, DNSOK: dnsOK, CachesExpire: caches}
 	c.ReqPerMin = w.Rate(now)
 	c.PerMinute = w.PerMinute(now, sparkMinutes)
 	c.Sparkline = traffic.Sparkline(c.PerMinute)
@@ -153,7 +166,7 @@ func judge(now time.Time, w *traffic.Window, q *quietTracker, o DrainOptions, dn
 		c.CachesLeft = caches.Sub(now)
 	}
 	c.CachesOK = c.CachesLeft == 0
-	c.Drained = c.TrafficOK && c.DNSOK && c.CachesOK
+	c.Drained = c.Following && c.TrafficOK && c.DNSOK && c.CachesOK
 	return c
 }
 

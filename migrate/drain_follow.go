@@ -38,7 +38,9 @@ type FollowParams struct {
 	MaxClients int `json:"max_clients,omitempty"`
 }
 
-// FollowBatch is what arrived since the previous batch.
+// FollowBatch is what arrived since the previous batch. The first batch
+// is sent as soon as the file is being followed: lines written after the
+// caller receives it are all counted.
 type FollowBatch struct {
 	Lines   int64            `json:"lines"`
 	Skipped int64            `json:"skipped,omitempty"` // lines that did not parse
@@ -98,12 +100,23 @@ func Follow(ctx context.Context, p FollowParams, out io.Writer) (*FollowResult, 
 	tick := time.NewTicker(p.Flush)
 	defer tick.Stop()
 	last := time.Now()
+	ready := t.Ready()
 	var runErr error
 loop:
 	for {
 		select {
 		case runErr = <-done:
 			break loop
+		case <-ready:
+			// The first batch says the log is being followed.
+			ready = nil
+			b, _ := f.take(true)
+			if err := enc.Encode(b); err != nil {
+				stop()
+				<-done
+				return nil, fmt.Errorf("follow %s: send: %w", p.Path, err)
+			}
+			last = time.Now()
 		case <-tick.C:
 			if b, ok := f.take(time.Since(last) >= p.Heartbeat); ok {
 				if err := enc.Encode(b); err != nil {

@@ -45,8 +45,22 @@ func Drain(ctx context.Context, m *Migration, o DrainOptions) (*DrainResult, err
 	if !o.Watch {
 		return drainOnce(ctx, h, sw, o, res)
 	}
-	return drainWatch(ctx, h, sw, o, res)
+	if res, err = drainWatch(ctx, h, sw, o, res); err != nil {
+		return nil, err
+	}
+	for _, t := range o.Then {
+		switch t {
+		case ThenStopProxy:
+			res.Then = append(res.Then, StopProxy(ctx, h, ps, 10*time.Second))
+		default:
+			res.Then = append(res.Then, ThenResult{Action: t, Detail: "unknown action"})
+		}
+	}
+	return res, nil
 }
+
+// ThenStopProxy is the --then action that stops the proxy.
+const ThenStopProxy = "stop-proxy"
 
 func drainOnce(ctx context.Context, h host.Host, sw *DNSSwitch, o DrainOptions, res *DrainResult) (*DrainResult, error) {
 	now := o.Now()
@@ -99,7 +113,8 @@ type followOut struct {
 
 func drainWatch(ctx context.Context, h host.Host, sw *DNSSwitch, o DrainOptions, res *DrainResult) (*DrainResult, error) {
 	w := traffic.NewWindow(res.Started, max(o.QuietFor, sparkMinutes*time.Minute)+2*time.Minute)
-	q := newQuietTracker(res.Started, o.Threshold, o.QuietFor)
+	// Quiet time counts from the first batch: the log is followed then.
+	q := newQuietTracker(time.Time{}, o.Threshold, o.QuietFor)
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
 	fctx, cancelFollow := context.WithCancel(ctx)
@@ -129,6 +144,9 @@ func drainWatch(ctx context.Context, h host.Host, sw *DNSSwitch, o DrainOptions,
 					fo.err = errors.New("the follow stopped early")
 				}
 				return nil, fmt.Errorf("follow %s on %s: %w", res.Proxy.AccessLog, h, fo.err)
+			}
+			if q.start.IsZero() {
+				q.start = o.Now()
 			}
 			addBatch(w, q, all, o.Now(), &b)
 			last.Lines += b.Lines

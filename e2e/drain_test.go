@@ -1,0 +1,253 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/migrate-tool/migrate/internal/testbed"
+	"github.com/migrate-tool/migrate/migrate"
+)
+
+// pdInnerPID is the PID of p inside its host's PID namespace.
+func pdInnerPID(t *testing.T, p *testbed.Proc) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.Pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[0] == "NSpid:" {
+			n, _ := strconv.Atoi(f[len(f)-1])
+			return n
+		}
+	}
+	t.Fatal("no NSpid")
+	return 0
+}
+
+// pdLogWriter appends nginx lines to a log inside a host, counting them.
+type pdLogWriter struct {
+	t    *testing.T
+	path string // as seen from the test (Node.Path)
+	n    int
+}
+
+func (w *pdLogWriter) write(path string, k int, client string) {
+	w.t.Helper()
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	defer f.Close()
+	var b strings.Builder
+	for range k {
+		fmt.Fprintf(&b, "%s - - [%s] \"GET /d%d HTTP/1.1\" 200 5 \"-\" \"drain-e2e\"\n", client, time.Now().Format("02/Jan/2006:15:04:05 -0700"), w.n)
+		w.n++
+	}
+	// One write per line, as a server does.
+	for _, l := range strings.SplitAfter(b.String(), "\n") {
+		if l != "" {
+			if _, err := f.WriteString(l); err != nil {
+				w.t.Fatal(err)
+			}
+		}
+	}
+}
+
+type pdDrainRecord struct {
+	Type        string   `json:"type"`
+	Following   bool     `json:"following"`
+	ReqPerMin   int64    `json:"req_per_min"`
+	DNSOK       bool     `json:"dns_ok"`
+	DNSPending  []string `json:"dns_pending"`
+	CachesOK    bool     `json:"caches_ok"`
+	TrafficOK   bool     `json:"traffic_ok"`
+	Drained     bool     `json:"drained"`
+	Clients     int      `json:"clients"`
+	Lines       int64    `json:"lines"`
+	Rotations   int64    `json:"rotations"`
+	Truncations int64    `json:"truncations"`
+	Lost        int64    `json:"lost"`
+	Then        []struct {
+		Action string `json:"action"`
+		OK     bool   `json:"ok"`
+	} `json:"then"`
+	at time.Time
+}
+
+// TestDrainOnTestBed: a proxy log on the old host that the test appends to
+// (rotated by rename and by copytruncate in the middle), a real BIND where
+// the test switches www to the new host: drain does not end while traffic
+// flows, ends with exit 0 and a summary counting every line once traffic
+// stopped for --quiet-for, and stops the proxy.
+func TestDrainOnTestBed(t *testing.T) {
+	bed := testbed.New(t, testbed.Options{})
+	b := pdStartBIND(t, bed.Old.Addr, 2)
+	proxy := bed.Old.Start(t, "proxy", "sleep", "3001")
+	pid := pdInnerPID(t, proxy)
+
+	const logPath = "/var/log/migrate-proxy/access.log"
+	bed.Old.WriteFile(t, logPath, []byte("198.51.100.1 - - [22/Nov/2026:00:00:00 +0000] \"GET /before HTTP/1.1\" 200 5 \"-\" \"x\"\n"), 0o644)
+	dir := filepath.Join(t.TempDir(), "web")
+	m, err := migrate.Create(dir, &migrate.Plan{Version: migrate.PlanVersion, Name: "web", From: bed.Old.SSHSpec(), To: bed.New.SSHSpec(),
+		Service: "nginx", Domains: []string{"www.example.test"}, DNSServers: []string{b.Primary, b.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	must := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(m.Journal.Append(migrate.StepTakeover, migrate.StepDone, migrate.ProxyState{Host: bed.Old.SSHSpec(), PID: pid,
+		AccessLog: logPath, LogFormat: "combined", Listen: bed.Old.Addr + ":80", Backend: bed.New.Addr + ":80", TakenAt: start}, nil))
+	must(m.Journal.Append(migrate.StepDNS, migrate.StepDone, migrate.DNSSwitch{Names: []string{"www.example.test."}, NewAddr: bed.New.Addr,
+		Servers: []string{b.Primary, b.Second}, SwitchedAt: start, CachesExpire: start.Add(4 * time.Second)}, nil))
+	must(m.Close())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := bed.MigrateCmd(ctx, t, "--json", "drain", dir, "--watch", "--quiet-for", "3s", "--interval", "250ms", "--then", "stop-proxy")
+	stdout, err := cmd.StdoutPipe()
+	must(err)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	must(cmd.Start())
+	var mu sync.Mutex
+	var recs []pdDrainRecord
+	following := make(chan struct{})
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		sc := bufio.NewScanner(stdout)
+		once := sync.Once{}
+		for sc.Scan() {
+			var r pdDrainRecord
+			if json.Unmarshal(sc.Bytes(), &r) != nil {
+				continue
+			}
+			r.at = time.Now()
+			mu.Lock()
+			recs = append(recs, r)
+			mu.Unlock()
+			if r.Following {
+				once.Do(func() { close(following) })
+			}
+		}
+	}()
+	select {
+	case <-following:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("drain never followed the log; stderr:\n%s", stderr.String())
+	}
+
+	// Traffic for 4 s from two clients, with both rotations in the middle
+	// and the DNS switched after 1.5 s.
+	w := &pdLogWriter{t: t}
+	p := bed.Old.Path(logPath)
+	writeStart := time.Now()
+	rotated, truncated, switched := false, false, false
+	for i := 0; time.Since(writeStart) < 4*time.Second && i < 2000; i++ {
+		client := "198.51.100.7"
+		if i%3 == 0 {
+			client = "203.0.113.9"
+		}
+		w.write(p, 3, client)
+		el := time.Since(writeStart)
+		switch {
+		case !rotated && el > time.Second:
+			// rename + create; the writer finishes the old file first
+			must(os.Rename(p, p+".1"))
+			w.write(p+".1", 20, client)
+			w.write(p, 5, client)
+			rotated = true
+		case !switched && el > 1500*time.Millisecond:
+			b.SetWWW(t, bed.New.Addr, 2)
+			switched = true
+		case !truncated && el > 2500*time.Millisecond:
+			// logrotate copytruncate: shift the copies, copy, truncate
+			must(os.Rename(p+".1", p+".2"))
+			data, err := os.ReadFile(p)
+			must(err)
+			must(os.WriteFile(p+".1", data, 0o644))
+			must(os.Truncate(p, 0))
+			w.write(p, 5, client)
+			truncated = true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stopped := time.Now()
+	written := w.n
+
+	waitErr := make(chan error, 1)
+	go func() { <-readDone; waitErr <- cmd.Wait() }()
+	select {
+	case err := <-waitErr:
+		if err != nil {
+			t.Fatalf("drain: %v\nstderr:\n%s", err, stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("drain did not end after the traffic stopped; stderr:\n%s", stderr.String())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	last := recs[len(recs)-1]
+	if last.Type != "summary" {
+		t.Fatalf("last record %+v", last)
+	}
+	if d := last.at.Sub(stopped); d < 3*time.Second {
+		t.Errorf("drain ended %s after the traffic stopped, before --quiet-for 3s", d)
+	}
+	if len(recs) < 3 || !recs[len(recs)-2].Drained {
+		t.Fatalf("no drained status before the summary: %+v", recs[max(len(recs)-2, 0)])
+	}
+	var sawTrafficWithDNS, sawStale bool
+	for _, r := range recs[:len(recs)-2] {
+		if r.Drained {
+			t.Errorf("a status before the end says drained: %+v", r)
+		}
+		if r.at.Before(stopped) && r.ReqPerMin > 0 && r.DNSOK && r.CachesOK && !r.TrafficOK {
+			sawTrafficWithDNS = true
+		}
+		if r.Following && !r.DNSOK && len(r.DNSPending) == 2 {
+			sawStale = true
+		}
+	}
+	if !sawTrafficWithDNS || !sawStale {
+		t.Errorf("never saw DNS stale on both servers (%v), or DNS new with traffic still flowing (%v)", sawStale, sawTrafficWithDNS)
+	}
+	if last.Lines != int64(written) || last.Lost != 0 || last.Rotations < 1 || last.Truncations < 1 || last.Clients != 2 {
+		t.Errorf("summary %+v, wrote %d lines", last, written)
+	}
+	if len(last.Then) != 1 || !last.Then[0].OK {
+		t.Errorf("then %+v", last.Then)
+	}
+	select {
+	case <-proxy.Done():
+	case <-time.After(5 * time.Second):
+		t.Error("the proxy still runs after stop-proxy")
+	}
+	if got, _ := pdLookupA(b.Second, "www.example.test."); len(got) != 1 || got[0] != bed.New.Addr {
+		t.Errorf("secondary serves %v", got)
+	}
+	stdoutS, _, code := bed.Migrate(t, "status", dir)
+	if code != 0 || !strings.Contains(stdoutS, "drain       done") {
+		t.Errorf("status after drain: %s", stdoutS)
+	}
+	t.Logf("drain: followed %s after start; %d lines counted of %d written, %d rotation(s), %d truncation(s); ended %s after the traffic stopped",
+		writeStart.Sub(start).Round(time.Millisecond), last.Lines, written, last.Rotations, last.Truncations, last.at.Sub(stopped).Round(time.Millisecond))
+}
