@@ -275,7 +275,8 @@ func FindZone(ctx context.Context, name string, servers []string, timeout time.D
 		errs = append(errs, newRcodeError("soa "+strings.TrimSuffix(name, "."), s, answerCode(r), false))
 	}
 	if len(errs) == 0 {
-		return "", errors.New("no server to ask")
+		return "", hint.With(fmt.Errorf("find zone of %s: no server to ask", strings.TrimSuffix(name, ".")),
+			"give --zone, or a server to ask with --server or --resolver")
 	}
 	return "", hint.With(fmt.Errorf("find zone of %s: %w", name, errs[0]),
 		"no server knows a zone for this name: give it with --zone and check the servers serve it")

@@ -54,9 +54,10 @@ func (u *Updater) setup(ctx context.Context, name string) (*client, string, stri
 
 // findPrimary resolves the SOA MNAME of zone.
 func (u *Updater) findPrimary(ctx context.Context, c *client, zone string) (string, error) {
+	zname := strings.TrimSuffix(zone, ".")
 	ask := append(normAddrs(u.Auth), normAddrs(u.Resolvers)...)
 	if len(ask) == 0 {
-		return "", hint.With(fmt.Errorf("find primary of %s: no server to ask", zone), "give the primary with --server ADDR[:PORT]")
+		return "", hint.With(fmt.Errorf("find primary of %s: no server to ask", zname), "give the primary with --server ADDR[:PORT]")
 	}
 	for _, s := range ask {
 		r, _, err := c.query(ctx, s, zone, dns.TypeSOA, true)
@@ -72,9 +73,9 @@ func (u *Updater) findPrimary(ctx context.Context, c *client, zone string) (stri
 				return HostPort(addrs[0], u.NSPort), nil
 			}
 		}
-		return "", hint.With(fmt.Errorf("find primary of %s: no address for SOA MNAME %s", zone, soa.Ns), "give the primary with --server ADDR[:PORT]")
+		return "", hint.With(fmt.Errorf("find primary of %s: no address for SOA MNAME %s", zname, soa.Ns), "give the primary with --server ADDR[:PORT]")
 	}
-	return "", hint.With(fmt.Errorf("find primary of %s: no server returned its SOA", zone), "give the primary with --server ADDR[:PORT]")
+	return "", hint.With(fmt.Errorf("find primary of %s: no server returned its SOA", zname), "give the primary with --server ADDR[:PORT]")
 }
 
 func lookupAddrs(ctx context.Context, c *client, server, name string) []string {
