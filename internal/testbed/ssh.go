@@ -100,6 +100,9 @@ func (b *Bed) setupSSH() error {
 	if err := os.WriteFile(b.KnownHosts, []byte(known.String()), 0o644); err != nil {
 		return err
 	}
+	if err := b.writeSSHConfig(nodes); err != nil {
+		return err
+	}
 	for _, n := range nodes {
 		p, err := n.start("sshd", sshdPath, "-D", "-e", "-f", filepath.Join(n.Dir, "sshd_config"))
 		if err != nil {
@@ -158,4 +161,16 @@ func poll(timeout time.Duration, p *Proc, fn func() error) error {
 		time.Sleep(delay)
 		delay = min(delay*2, 100*time.Millisecond)
 	}
+}
+
+// writeSSHConfig writes an ssh_config naming each sshd host by its short
+// name ("old", "new"), for tests of ssh_config handling (-F).
+func (b *Bed) writeSSHConfig(nodes []*Node) error {
+	b.SSHConfig = filepath.Join(b.Dir, "ssh_config")
+	var sb strings.Builder
+	for _, n := range nodes {
+		fmt.Fprintf(&sb, "Host %s\n\tHostName %s\n\tUser root\n\tPort 22\n\tIdentityFile %s\n\tUserKnownHostsFile %s\n\n",
+			n.Name, n.Addr, b.ClientKey, b.KnownHosts)
+	}
+	return os.WriteFile(b.SSHConfig, []byte(sb.String()), 0o644)
 }

@@ -79,6 +79,10 @@ type Bed struct {
 	// ClientKey is an ed25519 private key (OpenSSH format, no passphrase)
 	// authorized for root on every sshd; ClientKey+".pub" is its public half.
 	ClientKey string
+	// SSHConfig is an ssh_config with a Host entry per sshd host, by
+	// short name ("old", "new"): HostName, User root, Port 22,
+	// IdentityFile ClientKey, UserKnownHostsFile KnownHosts.
+	SSHConfig string
 
 	t       testing.TB
 	lock    *os.File
