@@ -9,7 +9,12 @@ MIGRATE=${1:-/tmp/proxy/migrate}
 DUR=${DURATION:-5}
 CONNS=${CONNS:-50}
 W=$(mktemp -d /tmp/proxybench.XXXXXX)
-BE=127.0.0.1:18080 HA=18081 NG=18082 MG=18083
+BASE=${BASE:-27480}
+BEP=$BASE HA=$((BASE+1)) NG=$((BASE+2)) MG=$((BASE+3))
+BE=127.0.0.1:$BEP
+for p in $BEP $HA $NG $MG; do
+  if ss -ltn "sport = :$p" | grep -q LISTEN; then echo "port $p is in use (set BASE=another port)" >&2; exit 1; fi
+done
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
 trap cleanup EXIT
@@ -65,16 +70,16 @@ ListenHTTP
   Service
     BackEnd
       Address 127.0.0.1
-      Port 18080
+      Port $BEP
     End
   End
 End
 EOC
 
-wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/1k" && return 0; sleep 0.05; done; echo "port $1 not ready" >&2; exit 1; }
+wait_port() { for _ in $(seq 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/1k")" = 200 ] && return 0; sleep 0.05; done; echo "port $1 not ready" >&2; exit 1; }
 
 taskset -c 0 nginx -c "$W/ngb/nginx.conf" & PIDS+=($!)
-wait_port 18080
+wait_port $BEP
 taskset -c 1 haproxy -db -f "$W/haproxy.cfg" & HAPID=$!; PIDS+=($HAPID)
 taskset -c 1 nginx -c "$W/ngp/nginx.conf" & NGPID=$!; PIDS+=($NGPID)
 taskset -c 1 "$MIGRATE" proxy -f "$W/pound.cfg" --access-log "" 2>"$W/migrate.log" & MGPID=$!; PIDS+=($MGPID)
