@@ -3,7 +3,9 @@
 package e2e
 
 import (
+	"context"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/hex"
 	"io"
 	"os"
@@ -11,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/migrate-tool/migrate/internal/testbed"
 )
@@ -85,4 +88,42 @@ func fileSHA256(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// TestAgentWrongArchitecture: an agent binary built for another machine
+// (here: migrate with its ELF e_machine patched to AArch64, pointed at by
+// MIGRATE_AGENT_BINARY) is refused with a clear error before any upload.
+func TestAgentWrongArchitecture(t *testing.T) {
+	t.Parallel()
+	bed := testbed.New(t, testbed.Options{})
+	b, err := os.ReadFile(testbed.Binary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) < 20 || string(b[:4]) != "\x7fELF" || b[5] != 1 {
+		t.Fatalf("the migrate binary is not a little-endian ELF")
+	}
+	b[18], b[19] = byte(elf.EM_AARCH64), byte(elf.EM_AARCH64>>8)
+	fake := filepath.Join(t.TempDir(), "migrate-arm64")
+	if err := os.WriteFile(fake, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := bed.MigrateCmd(ctx, t, "facts", bed.New.SSHSpec())
+	cmd.Env = append(cmd.Env, "MIGRATE_AGENT_BINARY="+fake)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err == nil {
+		t.Fatal("facts with an AArch64 agent on an x86-64 host succeeded")
+	}
+	t.Logf("stderr:\n%s", stderr.String())
+	lines := nonHintLines(stderr.String())
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "migrate: error: ") ||
+		!strings.Contains(lines[0], "x86_64") || !strings.Contains(stderr.String(), "migrate: hint: ") {
+		t.Errorf("want one error line naming the host's x86_64 and a hint, got:\n%s", stderr.String())
+	}
+	if entries, _ := os.ReadDir(bed.New.Path("/var/lib/migrate/agent")); len(entries) != 0 {
+		t.Errorf("something was uploaded: %v", entries)
+	}
 }
