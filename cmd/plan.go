@@ -35,6 +35,7 @@ type PlanOptions struct {
 	AccessLog   string
 	LogFormat   string
 	Bandwidth   int64 // Mbit/s from the flag, bytes/s after validation
+	SMTPPort    int
 }
 
 // NewCmdPlan builds `migrate plan`.
@@ -83,6 +84,8 @@ Nothing is changed on either host.`,
 	fl.StringVar(&opts.AccessLog, "access-log", "", "the service's access log on the old host (default: from its config)")
 	fl.StringVar(&opts.LogFormat, "log-format", "auto", "access log format: auto, "+formatNames())
 	fl.Int64Var(&mbit, "bandwidth", 100, "bandwidth between the hosts in Mbit/s, for the time estimates")
+	fl.IntVar(&opts.SMTPPort, "smtp-port", migrate.SMTPPort, "port of the MX relay test (mail services)")
+	fl.MarkHidden("smtp-port")
 	return cmd
 }
 
@@ -154,7 +157,7 @@ func planRun(ctx context.Context, opts *PlanOptions) error {
 	p, err := migrate.MakePlan(ctx, migrate.PlanOptions{
 		Name: opts.Name, From: opts.From, To: opts.To, Service: opts.Service, Port: opts.Port,
 		Domains: opts.Domains, DNSServers: opts.DNSServers, TSIGKeyFile: opts.TSIGKeyFile,
-		AccessLog: opts.AccessLog, LogFormat: format, Bandwidth: opts.Bandwidth,
+		AccessLog: opts.AccessLog, LogFormat: format, Bandwidth: opts.Bandwidth, SMTPPort: opts.SMTPPort,
 		Open:     f.OpenHost,
 		Progress: func(s string) { planProgress(f, "%s", s) },
 		Logger:   f.Logger,
@@ -320,6 +323,13 @@ func planDNSText(b *strings.Builder, p *migrate.Plan) {
 		fmt.Fprintf(b, "  TTLs are already short (%s): no need to lower them\n", d.MaxTTL)
 	}
 	fmt.Fprintf(b, "  earliest a switch can be complete: %s (a switch now, plus the longest TTL %s)\n", ts(d.EarliestComplete), d.MaxTTL)
+	for _, m := range d.MXProbes {
+		role := "primary"
+		if m.Backup {
+			role = "backup"
+		}
+		fmt.Fprintf(b, "  %s MX %d %s (%s): RCPT TO:<%s> %s (%s)\n", role, m.Pref, m.Host, dash(m.Addr), m.Rcpt, m.Result, m.Reply)
+	}
 }
 
 // planTrafficText draws the hour histogram as one bar per hour.

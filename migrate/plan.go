@@ -125,6 +125,8 @@ type DNSSection struct {
 	CutoverAfter     time.Time `json:"cutover_after"`
 	EarliestComplete time.Time `json:"earliest_complete"`
 	Error            string    `json:"error,omitempty"`
+	// MXProbes are the SMTP RCPT TO tests of each MX (mail services only).
+	MXProbes []MXProbe `json:"mx_probes,omitempty"`
 }
 
 // DNSServer is one authoritative server's state.
@@ -164,4 +166,5 @@ const (
 	RiskArch         = "different-arch"
 	RiskDNSMismatch  = "dns-inconsistent"
 	RiskNoDNS        = "no-dns"
+	RiskBackupMX     = "backup-mx-refuses"
 )

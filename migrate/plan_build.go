@@ -29,6 +29,9 @@ type PlanOptions struct {
 	AccessLog   string // on the old host; default from the service
 	LogFormat   string
 	Bandwidth   int64 // bytes/s assumed for the estimates (default DefaultBandwidth)
+	// SMTPPort is the port the MX relay probes of a mail service connect
+	// to (default SMTPPort).
+	SMTPPort int
 
 	// Open connects to a host (cmd's Factory.OpenHost).
 	Open func(ctx context.Context, spec string) (host.Host, error)
@@ -125,6 +128,14 @@ func MakePlan(ctx context.Context, o PlanOptions) (*Plan, error) {
 			p.Move.TargetKnown, p.Move.PresentBytes, p.Move.PresentFiles = true, hr.Bytes, hr.Files
 		}
 		p.Move.estimate()
+	}
+	if p.DNS != nil && p.DNS.Error == "" && ServiceKind(o.Service) == "postfix" {
+		o.Progress("asking each MX whether it accepts mail for the domain (RCPT TO, no message sent)")
+		port := o.SMTPPort
+		if port == 0 {
+			port = SMTPPort
+		}
+		p.DNS.MXProbes = probeMXs(ctx, p.DNS, o.DNSServers, port, 5*time.Second)
 	}
 	if p.DNS != nil && p.OldAddr == "" {
 		if oldA := dnsAddr(p.DNS); oldA != "" {

@@ -119,6 +119,18 @@ func riskDNS(p *Plan) []Risk {
 			Detail: "MX: " + strings.Join(mx, ", "),
 			Fix:    "add a second MX with a higher preference (e.g. MX 20 mail2) on a host that relays for the domain, and test it with an SMTP RCPT TO for an address of the domain before the cutover"})
 	}
+	for _, m := range d.MXProbes {
+		if !m.Backup || m.Result == "accepts" {
+			continue
+		}
+		sev, title := "high", fmt.Sprintf("backup MX %s refuses mail for %s", m.Host, m.Rcpt)
+		if m.Result != "refuses" {
+			sev, title = "medium", fmt.Sprintf("backup MX %s could not be tested (%s)", m.Host, m.Result)
+		}
+		rs = append(rs, Risk{ID: RiskBackupMX, Severity: sev, Title: title,
+			Detail: fmt.Sprintf("RCPT TO:<%s> at %s: %s", m.Rcpt, m.Addr, m.Reply),
+			Fix:    "make the backup MX relay for the domain (Postfix: relay_domains = DOMAIN and an empty or permissive relay_recipient_maps on the backup), then plan again: while the mail server moves, mail waits there"})
+	}
 	if d.MaxTTL > MaxWaitTTL {
 		rs = append(rs, Risk{ID: RiskLongTTL, Severity: "medium",
 			Title:  fmt.Sprintf("TTL %s: caches may use the old address that long after the switch", d.MaxTTL),
