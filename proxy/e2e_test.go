@@ -265,3 +265,42 @@ func TestE2ESeed003HTTPS(t *testing.T) {
 		t.Errorf("access log missing:\n%s", logs.String())
 	}
 }
+
+// TestE2EAgentStartStop starts the proxy through the agent handlers (as
+// the orchestrator does on the old host) and stops it.
+func TestE2EAgentStartStop(t *testing.T) {
+	be := startNginx(t, "new host")
+	dir := t.TempDir()
+	lp := freePort(t)
+	cfgText := fmt.Sprintf("LogLevel 4\nListenHTTP\nAddress 127.0.0.1\nPort %s\nService\nBackEnd\nAddress 127.0.0.1\nPort %s\nEnd\nEnd\nEnd\n", lp, be.port)
+	// In the agent, the proxy is started from the agent's own binary; here
+	// that is the migrate binary built for the tests.
+	res, err := start(context.Background(), StartParams{Config: cfgText, Dir: dir}, testbed.Binary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { Stop(context.Background(), StopParams{Dir: dir}) })
+	if _, err := start(context.Background(), StartParams{Config: cfgText, Dir: dir}, testbed.Binary(t)); err == nil || !strings.Contains(err.Error(), "already runs") {
+		t.Fatalf("second start: %v", err)
+	}
+	b, code, err := get(http.DefaultClient, "http://127.0.0.1:"+lp+"/")
+	if err != nil || code != 200 || b != "new host" {
+		t.Fatalf("through proxy: %q %d %v", b, code, err)
+	}
+	st, err := NewControl(res.Control).Status(context.Background())
+	if err != nil || len(st.Services) != 1 {
+		t.Fatalf("control: %+v %v", st, err)
+	}
+	sr, err := Stop(context.Background(), StopParams{Dir: dir})
+	if err != nil || !sr.Stopped || sr.PID != res.PID {
+		t.Fatalf("stop: %+v %v", sr, err)
+	}
+	logText, _ := os.ReadFile(res.AccessLog)
+	if !strings.Contains(string(logText), `"GET / HTTP/1.1" 200 8`) {
+		t.Fatalf("access log: %q", logText)
+	}
+	// A bad configuration is refused before anything starts.
+	if _, err := start(context.Background(), StartParams{Config: "ListenHTTTP\n", Dir: dir}, testbed.Binary(t)); err == nil || !strings.Contains(err.Error(), "unknown directive") {
+		t.Fatalf("bad config: %v", err)
+	}
+}
