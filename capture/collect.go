@@ -29,6 +29,7 @@ type collector struct {
 	traced   int      // processes seen in the traced start-up
 	traceErr error    // why the start-up was not traced
 	acc      *accounts
+	snap     *spool // when set, file bodies are snapshotted while hashed
 }
 
 type item struct {

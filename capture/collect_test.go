@@ -97,3 +97,21 @@ func TestCollectorTreeSkipsLogs(t *testing.T) {
 		t.Fatalf("capturing / was not refused with a note: %v", c.notes)
 	}
 }
+
+func TestCollectorExclude(t *testing.T) {
+	d := t.TempDir()
+	os.MkdirAll(filepath.Join(d, "conf/cache"), 0o755)
+	for _, f := range []string{"conf/a.conf", "conf/a.conf.bak", "conf/cache/x"} {
+		os.WriteFile(filepath.Join(d, f), nil, 0o644)
+	}
+	c := newCollector(slog.New(slog.NewTextHandler(io.Discard, nil)), []string{"*.bak", filepath.Join(d, "conf/cache")}, false)
+	c.addTree(filepath.Join(d, "conf"), "config")
+	var got []string
+	for p := range c.items {
+		got = append(got, strings.TrimPrefix(p, d))
+	}
+	sort.Strings(got)
+	if strings.Join(got, " ") != "/conf /conf/a.conf" {
+		t.Fatalf("items %v", got)
+	}
+}

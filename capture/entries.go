@@ -122,6 +122,9 @@ func (c *collector) entries(ctx context.Context, acc *accounts, owner func(strin
 		out = append(out, e)
 	}
 	out = c.dropDanglingLinks(out)
+	if c.snap != nil {
+		return out, c.snapAll(ctx, out)
+	}
 	return out, c.hashAll(ctx, out)
 }
 
@@ -171,6 +174,12 @@ func (c *collector) hashAll(ctx context.Context, es []Entry) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	return c.readErrors(es, errs)
+}
+
+// readErrors turns per-file read errors into notes (vanished: the entry
+// is removed) or the first fatal error.
+func (c *collector) readErrors(es []Entry, errs []error) error {
 	for i, err := range errs {
 		if err == nil {
 			continue

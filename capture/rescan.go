@@ -39,6 +39,7 @@ func Rescan(ctx context.Context, base *Manifest, opts Options) (*Manifest, error
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	c := newCollector(opts.Logger, opts.Exclude, opts.WithLogs)
+	c.snap = opts.spool
 	if opts.Output != "" {
 		c.skip[opts.Output] = true
 	}

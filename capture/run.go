@@ -42,6 +42,8 @@ type Options struct {
 	Output  string `json:"-"` // archive path, never captured itself
 
 	Logger *slog.Logger `json:"-"`
+
+	spool *spool // set by Run: snapshot bodies while hashing
 }
 
 // docPrefixes are package paths left out: documentation is not needed to run.
@@ -70,6 +72,7 @@ func Collect(ctx context.Context, opts Options) (*Manifest, error) {
 	start := time.Now()
 	log := opts.Logger
 	c := newCollector(log, opts.Exclude, opts.WithLogs)
+	c.snap = opts.spool
 	if opts.Output != "" {
 		if abs, err := filepath.Abs(opts.Output); err == nil {
 			c.skip[abs] = true
@@ -461,28 +464,23 @@ func refresh(m *Manifest, se *SourceError) error {
 }
 
 // Run collects the service and writes its archive to w; it returns the
-// manifest written. The archive is first spooled to a temp file (so a file
-// changing mid-capture can be re-read) and then copied to w.
+// manifest written. Every file is read once: into a spool (a private temp
+// directory on this host) while its sha256 is computed, so the archive
+// holds exactly the bytes the manifest describes even if the live file
+// changes meanwhile (a file changing during its own read is re-read, then
+// flagged in the notes).
 func Run(ctx context.Context, opts Options, w io.Writer) (*Manifest, error) {
+	sp, err := newSpool()
+	if err != nil {
+		return nil, err
+	}
+	defer sp.close()
+	opts.spool = sp
 	m, err := Collect(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "migrate-capture-")
-	if err != nil {
-		return nil, fmt.Errorf("spool archive: %w", err)
-	}
-	defer os.RemoveAll(dir)
-	spool := filepath.Join(dir, "archive.tar.zst")
-	if err := WriteFile(ctx, spool, m); err != nil {
-		return nil, err
-	}
-	f, err := os.Open(spool)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if _, err := io.Copy(w, f); err != nil {
+	if err := Write(w, m, sp.open); err != nil {
 		return nil, fmt.Errorf("send archive: %w", err)
 	}
 	return m, nil

@@ -1,7 +1,11 @@
 package capture
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -78,5 +82,69 @@ func TestWriteFileFullDisk(t *testing.T) {
 	}
 	if he := outputError(err); !strings.Contains(he.Error(), "no space left") {
 		t.Fatalf("err = %v", he)
+	}
+}
+
+// TestSpoolSnapshot: the archive written by the spool holds exactly what
+// was hashed even after the file changes, and a file growing during its
+// own read is flagged in a note, not stored silently torn.
+func TestSpoolSnapshot(t *testing.T) {
+	d := t.TempDir()
+	stable, growing := filepath.Join(d, "stable"), filepath.Join(d, "growing")
+	os.WriteFile(stable, []byte("first version"), 0o644)
+	os.WriteFile(growing, make([]byte, 32<<20), 0o644)
+	sp, err := newSpool()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.close()
+	e := Entry{Path: stable, Type: TypeFile, Reasons: []string{"t"}}
+	if note, err := sp.take(0, &e); err != nil || note != "" {
+		t.Fatalf("take stable: %q %v", note, err)
+	}
+	os.WriteFile(stable, []byte("second, longer version"), 0o644)
+	m := &Manifest{Version: ManifestVersion, Kind: KindFull, Entries: []Entry{e}}
+	var buf bytes.Buffer
+	if err := Write(&buf, m, sp.open); err != nil {
+		t.Fatalf("archive from spool after the file changed: %v", err)
+	}
+	err = WalkStream("buf", &buf, func(*Manifest) error { return nil }, func(e *Entry, body io.Reader) error {
+		b, _ := io.ReadAll(body)
+		if string(b) != "first version" {
+			t.Errorf("stored %q", b)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f, _ := os.OpenFile(growing, os.O_WRONLY|os.O_APPEND, 0)
+		defer f.Close()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				f.Write([]byte("x"))
+			}
+		}
+	}()
+	g := Entry{Path: growing, Type: TypeFile}
+	note, err := sp.take(1, &g)
+	close(stop)
+	<-done
+	if err != nil || !strings.Contains(note, "changed while being read 3 times") {
+		t.Fatalf("take growing: note %q err %v", note, err)
+	}
+	rc, _ := sp.open(&g)
+	h := sha256.New()
+	n, _ := io.Copy(h, rc)
+	if n != g.Size || hex.EncodeToString(h.Sum(nil)) != g.SHA256 {
+		t.Fatal("spooled body does not match its entry")
 	}
 }

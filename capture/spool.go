@@ -1,0 +1,173 @@
+package capture
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"github.com/migrate-tool/migrate/internal/hint"
+)
+
+// spoolWorkers is how many files are read at once.
+const spoolWorkers = 4
+
+// spool holds a snapshot of every captured file body, taken in the same
+// read that computes its sha256, so the archive stores exactly the bytes
+// its manifest describes however the live files change afterwards. Each
+// reader appends to its own file in a private temp directory.
+type spool struct {
+	dir   string
+	files [spoolWorkers]*os.File
+	offs  [spoolWorkers]int64
+	mu    sync.Mutex
+	loc   map[string]spoolLoc
+}
+
+type spoolLoc struct {
+	file      int
+	off, size int64
+}
+
+func newSpool() (*spool, error) {
+	dir, err := os.MkdirTemp("", "migrate-capture-")
+	if err != nil {
+		return nil, spoolError(err)
+	}
+	s := &spool{dir: dir, loc: map[string]spoolLoc{}}
+	for i := range s.files {
+		if s.files[i], err = os.CreateTemp(dir, "bodies-"); err != nil {
+			s.close()
+			return nil, spoolError(err)
+		}
+	}
+	return s, nil
+}
+
+func spoolError(err error) error {
+	return hint.With(fmt.Errorf("capture spool: %w", err),
+		"the source host needs free space in $TMPDIR (default /tmp) for the captured files")
+}
+
+func (s *spool) close() {
+	for _, f := range s.files {
+		if f != nil {
+			f.Close()
+		}
+	}
+	os.RemoveAll(s.dir)
+}
+
+// take copies e's file into spool file w while hashing it, and sets e's
+// Size and SHA256 from the bytes copied. A file whose size or mtime
+// changed during the read is read again, at most 3 times; the last read is
+// then kept and reported in the returned note (flagged, never silent).
+func (s *spool) take(w int, e *Entry) (note string, err error) {
+	sf := s.files[w]
+	for attempt := 1; ; attempt++ {
+		off := s.offs[w]
+		n, sum, stable, err := copyStable(sf, e.Path)
+		if err != nil {
+			sf.Truncate(off)
+			sf.Seek(off, io.SeekStart)
+			return "", err
+		}
+		if stable || attempt == 3 {
+			s.offs[w] = off + n
+			s.mu.Lock()
+			s.loc[e.Path] = spoolLoc{file: w, off: off, size: n}
+			s.mu.Unlock()
+			e.Size, e.SHA256 = n, sum
+			if !stable {
+				note = fmt.Sprintf("changed while being read %d times, stored as last read (%d bytes): %s", attempt, n, e.Path)
+			}
+			return note, nil
+		}
+		if err := sf.Truncate(off); err != nil {
+			return "", spoolError(err)
+		}
+		if _, err := sf.Seek(off, io.SeekStart); err != nil {
+			return "", spoolError(err)
+		}
+	}
+}
+
+// copyStable appends the file at path to dst and reports whether it
+// stayed unchanged (size, mtime) during the read.
+func copyStable(dst io.Writer, path string) (n int64, sum string, stable bool, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, "", false, err
+	}
+	defer f.Close()
+	before, err := f.Stat()
+	if err != nil {
+		return 0, "", false, err
+	}
+	h := sha256.New()
+	n, err = io.Copy(io.MultiWriter(dst, h), f)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) && pe.Path != path {
+			return 0, "", false, spoolError(err) // the spool write failed
+		}
+		return 0, "", false, err
+	}
+	after, err := f.Stat()
+	if err != nil {
+		return 0, "", false, err
+	}
+	stable = before.Size() == after.Size() && before.ModTime().Equal(after.ModTime()) && n == after.Size()
+	return n, hex.EncodeToString(h.Sum(nil)), stable, nil
+}
+
+// open is the Opener that serves bodies from the spool.
+func (s *spool) open(e *Entry) (io.ReadCloser, error) {
+	s.mu.Lock()
+	l, ok := s.loc[e.Path]
+	s.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("%s: not in the capture spool", e.Path)
+	}
+	return io.NopCloser(io.NewSectionReader(s.files[l.file], l.off, l.size)), nil
+}
+
+// snapAll is hashAll with every body copied into the spool.
+func (c *collector) snapAll(ctx context.Context, es []Entry) error {
+	var wg sync.WaitGroup
+	idx := make(chan int)
+	errs := make([]error, len(es))
+	notes := make([]string, len(es))
+	for w := 0; w < spoolWorkers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := range idx {
+				notes[i], errs[i] = c.snap.take(w, &es[i])
+			}
+		}(w)
+	}
+	for i := range es {
+		if ctx.Err() != nil {
+			break
+		}
+		if es[i].Type == TypeFile {
+			idx <- i
+		}
+	}
+	close(idx)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	for _, n := range notes {
+		if n != "" {
+			c.note("%s", n)
+		}
+	}
+	return c.readErrors(es, errs)
+}
