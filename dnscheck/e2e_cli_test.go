@@ -19,8 +19,9 @@ import (
 // with the key in $MIGRATE_TSIG_KEY, dnscheck --watch, dns restore, and a
 // wrong key, against BIND 9 and Unbound.
 func TestE2EBINDCLI(t *testing.T) {
-	b := startBIND(t, 1500*time.Millisecond)
+	needTools(t, "named", "unbound", "ip")
 	bin := testbed.Binary(t)
+	b := startBIND(t, 1500*time.Millisecond)
 	keyText, err := os.ReadFile(b.keyFile)
 	if err != nil {
 		t.Fatal(err)
