@@ -111,8 +111,9 @@ func TestDrainOnTestBed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	must(m.Journal.Append(migrate.StepTakeover, migrate.StepDone, migrate.ProxyState{Host: bed.Old.SSHSpec(), PID: pid,
-		AccessLog: logPath, LogFormat: "combined", Listen: bed.Old.Addr + ":80", Backend: bed.New.Addr + ":80", TakenAt: start}, nil))
+	// The takeover step's data as the cutover journals it.
+	must(m.Journal.Append(migrate.StepTakeover, migrate.StepDone, migrate.TakeoverResult{Proxy: migrate.ProxyState{Host: bed.Old.SSHSpec(), PID: pid,
+		AccessLog: logPath, LogFormat: "combined", Listen: bed.Old.Addr + ":80", Backend: bed.New.Addr + ":80", TakenAt: start}}, nil))
 	must(m.Journal.Append(migrate.StepDNS, migrate.StepDone, migrate.DNSSwitch{Names: []string{"www.example.test."}, NewAddr: bed.New.Addr,
 		Servers: []string{b.Primary, b.Second}, SwitchedAt: start, CachesExpire: start.Add(4 * time.Second)}, nil))
 	must(m.Close())

@@ -196,9 +196,14 @@ func (o *DrainOptions) defaults() {
 // DNS).
 func DrainInputs(m *Migration) (ProxyState, *DNSSwitch, error) {
 	var ps ProxyState
-	if !m.Journal.Done(StepTakeover, &ps) {
+	var took TakeoverResult
+	if !m.Journal.Done(StepTakeover, &took) {
 		return ps, nil, hint.With(fmt.Errorf("%s: no proxy holds the old address yet", m.Dir),
 			"run `migrate cutover "+m.Dir+"` first")
+	}
+	// The cutover journals a TakeoverResult; a bare ProxyState is read too.
+	if ps = took.Proxy; ps.AccessLog == "" && ps.PID == 0 {
+		m.Journal.Done(StepTakeover, &ps)
 	}
 	if ps.Host == "" {
 		ps.Host = m.Plan.From

@@ -278,10 +278,11 @@ func checkDNS(ctx context.Context, sw *DNSSwitch, o DrainOptions) (ok bool, pend
 	return len(pending) == 0 && len(rep.Servers) > 0, pending, ""
 }
 
-// StopProxy stops the forwarding proxy on the old host: SIGTERM to its PID,
-// then waits up to timeout for it to exit.
+// StopProxy stops the forwarding proxy on the old host: the "stop" command
+// on its control socket when the takeover recorded one, else SIGTERM to its
+// PID; then it waits up to timeout for the PID to exit.
 func StopProxy(ctx context.Context, h host.Host, ps ProxyState, timeout time.Duration) ThenResult {
-	r := ThenResult{Action: "stop-proxy"}
+	r := ThenResult{Action: ThenStopProxy}
 	if ps.PID <= 1 {
 		r.Detail = "the takeover recorded no proxy PID"
 		return r
@@ -292,15 +293,28 @@ func StopProxy(ctx context.Context, h host.Host, ps ProxyState, timeout time.Dur
 		r.OK, r.Detail = true, "proxy PID "+pid+" was not running"
 		return r
 	}
-	var stderr strings.Builder
-	if err := h.Exec(ctx, []string{"kill", "-TERM", pid}, nil, io.Discard, &stderr); err != nil {
-		r.Detail = fmt.Sprintf("kill -TERM %s: %v %s", pid, err, strings.TrimSpace(stderr.String()))
-		return r
+	how := "SIGTERM"
+	var ctlErr error
+	if ps.ControlSocket != "" {
+		var state string
+		if ctlErr = h.Call(ctx, MethodHoldCtl, HoldCtlParams{Socket: ps.ControlSocket, Request: HoldRequest{Cmd: HoldCmdStop}}, &state); ctlErr == nil {
+			how = "control socket"
+		}
+	}
+	if how == "SIGTERM" {
+		var stderr strings.Builder
+		if err := h.Exec(ctx, []string{"kill", "-TERM", pid}, nil, io.Discard, &stderr); err != nil {
+			r.Detail = fmt.Sprintf("kill -TERM %s: %v %s", pid, err, strings.TrimSpace(stderr.String()))
+			if ctlErr != nil {
+				r.Detail += "; control socket: " + ctlErr.Error()
+			}
+			return r
+		}
 	}
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if !alive() {
-			r.OK, r.Detail = true, "proxy PID "+pid+" stopped (SIGTERM)"
+			r.OK, r.Detail = true, "proxy PID "+pid+" stopped ("+how+")"
 			return r
 		}
 		select {

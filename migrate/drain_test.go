@@ -296,7 +296,12 @@ func TestDrainInputs(t *testing.T) {
 	}
 	m.Journal.Append(StepDNS, StepDone, DNSSwitch{Names: []string{"www.example.test"}}, nil)
 	ps, sw, err := DrainInputs(m)
-	if err != nil || ps.Host != "local" || sw == nil {
+	if err != nil || ps.Host != "local" || ps.AccessLog != "/x" || sw == nil {
 		t.Fatalf("inputs %+v %+v %v", ps, sw, err)
+	}
+	// The cutover journals a TakeoverResult around the ProxyState.
+	m.Journal.Append(StepTakeover, StepDone, TakeoverResult{Proxy: ProxyState{PID: 42, AccessLog: "/var/lib/migrate/cutover/web/access.log", ControlSocket: "/c"}}, nil)
+	if ps, _, err = DrainInputs(m); err != nil || ps.PID != 42 || ps.AccessLog != "/var/lib/migrate/cutover/web/access.log" || ps.Host != "local" {
+		t.Fatalf("from a TakeoverResult: %+v %v", ps, err)
 	}
 }
