@@ -3,9 +3,12 @@ package capture
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"path"
+	"sort"
 	"strings"
 	"time"
 )
@@ -71,5 +74,61 @@ func Rescan(ctx context.Context, base *Manifest, opts Options) (*Manifest, error
 	cur.Created = time.Now().UTC()
 	cur.Entries = compact(es)
 	cur.Notes = append(append([]string(nil), base.Notes...), c.notes...)
-	return Delta(base, &cur)
+	return rebase(Delta(base, &cur))(opts.BaseDigest)
+}
+
+// rebase records digest (when set) as the base of the delta d.
+func rebase(d *Manifest, err error) func(digest string) (*Manifest, error) {
+	return func(digest string) (*Manifest, error) {
+		if err == nil && digest != "" {
+			d.Base = digest
+		}
+		return d, err
+	}
+}
+
+// Apply returns the full manifest that results from applying delta on top
+// of base: what a target root holds after shipping both.
+func Apply(base, delta *Manifest) (*Manifest, error) {
+	if base.Kind != KindFull || delta.Kind != KindDelta {
+		return nil, fmt.Errorf("apply: want a full manifest and a delta, got %s and %s", base.Kind, delta.Kind)
+	}
+	out := *delta
+	out.Kind, out.Base, out.Deleted = KindFull, "", nil
+	gone := map[string]bool{}
+	for _, p := range delta.Deleted {
+		gone[p] = true
+	}
+	changed := map[string]*Entry{}
+	for i := range delta.Entries {
+		changed[delta.Entries[i].Path] = &delta.Entries[i]
+	}
+	out.Entries = make([]Entry, 0, len(base.Entries)+len(delta.Entries))
+	for _, e := range base.Entries {
+		if gone[e.Path] || underAny(e.Path, gone) {
+			continue
+		}
+		if n := changed[e.Path]; n != nil {
+			out.Entries = append(out.Entries, *n)
+			delete(changed, e.Path)
+			continue
+		}
+		out.Entries = append(out.Entries, e)
+	}
+	for _, e := range delta.Entries {
+		if changed[e.Path] != nil {
+			out.Entries = append(out.Entries, e)
+		}
+	}
+	sort.Slice(out.Entries, func(i, j int) bool { return out.Entries[i].Path < out.Entries[j].Path })
+	return &out, nil
+}
+
+func underAny(p string, dirs map[string]bool) bool {
+	for d := path.Dir(p); d != "/" && d != "."; d = path.Dir(d) {
+		if dirs[d] {
+			return true
+		}
+	}
+	return false
 }

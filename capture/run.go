@@ -38,8 +38,12 @@ type Options struct {
 	Trace    string    `json:"trace,omitempty"`   // TraceAuto, TraceOff or TraceRequire
 	// Stopped says the service no longer runs (a final sync): with Since,
 	// the delta comes from Rescan instead of the live process.
-	Stopped bool   `json:"stopped,omitempty"`
-	Output  string `json:"-"` // archive path, never captured itself
+	Stopped bool `json:"stopped,omitempty"`
+	// BaseDigest, with Since, is recorded as the delta's base instead of
+	// Since's own digest: the manifest the target root holds when Since is
+	// the full capture with later deltas applied (see Apply).
+	BaseDigest string `json:"base_digest,omitempty"`
+	Output     string `json:"-"` // archive path, never captured itself
 
 	Logger *slog.Logger `json:"-"`
 
@@ -129,7 +133,7 @@ func Collect(ctx context.Context, opts Options) (*Manifest, error) {
 	c.finish(m, s, acc, pk)
 	log.Debug("manifest built", "entries", len(m.Entries), "took", time.Since(start))
 	if opts.Since != nil {
-		return Delta(opts.Since, m)
+		return rebase(Delta(opts.Since, m))(opts.BaseDigest)
 	}
 	return m, nil
 }

@@ -28,6 +28,7 @@ type CutoverOptions struct {
 	HoldTimeout time.Duration
 	DNSTTL      uint32
 	PrepareOnly bool
+	Drill       string
 }
 
 // NewCmdCutover builds `migrate cutover DIR`.
@@ -57,6 +58,11 @@ continues from the journal.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Dir = args[0]
+			switch opts.Drill {
+			case "", migrate.StepTakeover, migrate.StepFinalSync, migrate.StepRestart, migrate.StepRelease, migrate.StepDNS:
+			default:
+				return usagef("--drill %q: want takeover, final-sync, restart-new, release or dns-switch", opts.Drill)
+			}
 			if opts.HoldTimeout < 0 {
 				return usagef("--hold-timeout must not be negative")
 			}
@@ -73,6 +79,7 @@ continues from the journal.`,
 	fl.DurationVar(&opts.HoldTimeout, "hold-timeout", 60*time.Second, "forward held connections anyway after this long")
 	fl.Uint32Var(&opts.DNSTTL, "dns-ttl", 0, "TTL of the new DNS records (default: the old TTL)")
 	fl.BoolVar(&opts.PrepareOnly, "prepare-only", false, "only capture, transfer and start on the new host; switch nothing")
+	fl.StringVar(&opts.Drill, "drill", "", "rehearse a rollback: make STEP (takeover, final-sync, restart-new, release or dns-switch) fail on purpose")
 	return cmd
 }
 
@@ -130,7 +137,7 @@ func cutoverRun(ctx context.Context, opts *CutoverOptions) error {
 	if err != nil {
 		return err
 	}
-	so.Dest, so.HealthPath, so.HoldTimeout, so.DNSTTL = opts.Dest, opts.HealthPath, opts.HoldTimeout, opts.DNSTTL
+	so.Dest, so.HealthPath, so.HoldTimeout, so.DNSTTL, so.Drill = opts.Dest, opts.HealthPath, opts.HoldTimeout, opts.DNSTTL, opts.Drill
 	if opts.PrepareOnly {
 		return migrate.Prepare(ctx, m, so)
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -45,8 +46,9 @@ type Options struct {
 	TransferProgress func(transfer.Progress)
 	Logger           *slog.Logger
 
-	// failAt makes a step fail, for the rollback tests.
-	failAt string
+	// Drill makes the named step fail after its work is done, to
+	// rehearse a rollback (`migrate cutover --drill restart-new`).
+	Drill string
 }
 
 // Event is the progress of one step.
@@ -77,11 +79,11 @@ func step[T any](ctx context.Context, m *Migration, o *Options, name string, out
 		o.event(name, "running", "", 0)
 	}
 	ran, err := Run(ctx, m.Journal, name, out, func(ctx context.Context) (T, error) {
-		if o.failAt == name {
-			var zero T
-			return zero, fmt.Errorf("%s: failure injected for a drill", name)
+		res, err := fn(ctx)
+		if err == nil && o.Drill == name {
+			return res, fmt.Errorf("%s: failed on purpose (--drill %s)", name, name)
 		}
-		return fn(ctx)
+		return res, err
 	})
 	switch {
 	case err != nil:
@@ -136,8 +138,9 @@ type TransferResult struct {
 
 // capture fetches an archive of the service from the old host; with
 // since, a delta of the stopped service against that full capture.
-func (s *session) capture(ctx context.Context, archive string, since *capture.Manifest) (CaptureResult, error) {
-	p := capture.RunParams{Options: capture.Options{Service: s.m.Plan.Service, Port: s.m.Plan.Port, Since: since, Stopped: since != nil}}
+func (s *session) capture(ctx context.Context, archive string, since *capture.Manifest, baseDigest string) (CaptureResult, error) {
+	p := capture.RunParams{Options: capture.Options{Service: s.m.Plan.Service, Port: s.m.Plan.Port,
+		Since: since, Stopped: since != nil, BaseDigest: baseDigest}}
 	res, err := capture.Fetch(ctx, s.old, p, s.m.Path(archive))
 	if err != nil {
 		return CaptureResult{}, err
@@ -173,7 +176,7 @@ func (s *session) prepare(ctx context.Context) error {
 	m, o := s.m, s.o
 	var full CaptureResult
 	if err := step(ctx, m, o, StepCapture, &full, func(ctx context.Context) (CaptureResult, error) {
-		return s.capture(ctx, filepath.Join(ArchiveDir, "full.tar.zst"), nil)
+		return s.capture(ctx, filepath.Join(ArchiveDir, "full.tar.zst"), nil, "")
 	}); err != nil {
 		return err
 	}
@@ -255,21 +258,28 @@ func (s *session) switchOver(ctx context.Context, res *CutoverResult) error {
 	}
 	res.Proxy = took.Proxy
 	var base capture.Manifest
-	full, err := s.base()
-	if err != nil {
-		return err
-	}
-	base = *full
-	var delta CaptureResult
 	if err := step(ctx, m, o, StepFinalSync, &res.FinalSync, func(ctx context.Context) (TransferResult, error) {
-		var err error
-		name := fmt.Sprintf("delta-%s.tar.zst", time.Now().UTC().Format("20060102T150405"))
-		if delta, err = s.capture(ctx, filepath.Join(ArchiveDir, name), &base); err != nil {
+		cur, holds, err := s.rootManifest(ctx)
+		if err != nil {
+			return TransferResult{}, err
+		}
+		base = *cur
+		name := fmt.Sprintf("delta-%s.tar.zst", time.Now().UTC().Format("20060102T150405.000"))
+		delta, err := s.capture(ctx, filepath.Join(ArchiveDir, name), cur, holds)
+		if err != nil {
 			return TransferResult{}, err
 		}
 		return s.ship(ctx, delta.Archive)
 	}); err != nil {
 		return err
+	}
+	if base.Kind == "" {
+		// The final sync was done by an earlier run.
+		full, err := s.base()
+		if err != nil {
+			return err
+		}
+		base = *full
 	}
 	if err := step(ctx, m, o, StepRestart, nil, func(ctx context.Context) (transfer.ServiceStatus, error) {
 		if d, err := capture.OpenArchive(s.m.Path(res.FinalSync.Archive)); err == nil && s.mode() == "http" && dataOnly(&base, d.Manifest()) {
@@ -321,6 +331,59 @@ func (s *session) base() (*capture.Manifest, error) {
 		return nil, err
 	}
 	return r.Manifest(), nil
+}
+
+// rootManifest returns what the new host's root holds: the full capture
+// with the deltas shipped since applied, and the digest the target
+// records for it (that of the last archive it completed).
+func (s *session) rootManifest(ctx context.Context) (*capture.Manifest, string, error) {
+	full, err := s.base()
+	if err != nil {
+		return nil, "", err
+	}
+	fullDigest, err := full.Digest()
+	if err != nil {
+		return nil, "", err
+	}
+	st, err := transfer.GetServiceStatus(ctx, s.new, s.serviceOptions())
+	if err != nil {
+		return nil, "", err
+	}
+	switch st.Digest {
+	case fullDigest:
+		return full, fullDigest, nil
+	case "":
+		return nil, "", hint.With(fmt.Errorf("the root of %s on %s is not complete", s.m.Plan.Name, s.m.Plan.To),
+			"run `migrate cutover --prepare-only` to ship it again")
+	}
+	byDigest := map[string]*capture.Manifest{}
+	files, _ := filepath.Glob(s.m.Path(ArchiveDir, "delta-*.tar.zst"))
+	for _, f := range files {
+		r, err := capture.OpenArchive(f)
+		if err != nil {
+			continue
+		}
+		if d, err := r.Manifest().Digest(); err == nil {
+			byDigest[d] = r.Manifest()
+		}
+	}
+	var chain []*capture.Manifest
+	for d := st.Digest; d != fullDigest; {
+		dm := byDigest[d]
+		if dm == nil || len(chain) > len(byDigest) {
+			return nil, "", hint.With(fmt.Errorf("the root of %s on %s holds manifest %.12s, which no archive of this migration leads to", s.m.Plan.Name, s.m.Plan.To, st.Digest),
+				"the root was changed outside this migration; remove it (`migrate service remove`) and run the cutover again")
+		}
+		chain = append([]*capture.Manifest{dm}, chain...)
+		d = dm.Base
+	}
+	cur := full
+	for _, dm := range chain {
+		if cur, err = capture.Apply(cur, dm); err != nil {
+			return nil, "", err
+		}
+	}
+	return cur, st.Digest, nil
 }
 
 // mode says how the service is forwarded: "http" for web servers, "tcp"
@@ -486,6 +549,9 @@ func (s *session) switchDNS(ctx context.Context) (DNSSwitch, error) {
 	typ := "A"
 	if ip := net.ParseIP(sw.NewAddr); ip != nil && ip.To4() == nil {
 		typ = "AAAA"
+	}
+	if err := os.MkdirAll(s.m.Path("dns"), 0o700); err != nil {
+		return sw, err
 	}
 	for _, name := range s.m.Plan.Domains {
 		u := s.updater()

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/migrate-tool/migrate/internal/loadgen"
 	"github.com/migrate-tool/migrate/internal/testbed"
 	"github.com/migrate-tool/migrate/migrate"
@@ -46,10 +48,16 @@ func (w *webBed) put(t *testing.T, name string, data []byte) {
 	w.files[name] = data
 }
 
-func (w *webBed) plan(t *testing.T, name string) string {
+// plan writes the migration directory by hand (migrate plan has its own
+// tests): nginx from old to new, and www's A record on d when d is set.
+func (w *webBed) plan(t *testing.T, name string, d *testbed.DNS) string {
 	dir := filepath.Join(t.TempDir(), name)
-	m, err := migrate.Create(dir, &migrate.Plan{Version: migrate.PlanVersion, Name: name, Created: time.Now().UTC(),
-		From: w.Old.SSHSpec(), To: w.New.SSHSpec(), Service: "nginx", Port: 80})
+	p := &migrate.Plan{Version: migrate.PlanVersion, Name: name, Created: time.Now().UTC(),
+		From: w.Old.SSHSpec(), To: w.New.SSHSpec(), Service: "nginx", Port: 80}
+	if d != nil {
+		p.Domains, p.DNSServers, p.TSIGKeyFile = []string{"www." + d.Zone}, d.Servers(), d.KeyFile
+	}
+	m, err := migrate.Create(dir, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,9 +78,28 @@ func get(url string) ([]byte, error) {
 	return io.ReadAll(resp.Body)
 }
 
+func (w *webBed) startDNS(t *testing.T) *testbed.DNS {
+	return w.StartDNS(t, testbed.DNSOptions{Records: []string{"www 5 IN A " + w.Old.Addr, "mail 300 IN A " + w.Old.Addr}})
+}
+
+// serves reports whether every server answers www with addr.
+func serves(d *testbed.DNS, addr string) error {
+	for _, s := range d.Servers() {
+		got, err := testbed.Lookup(s, "www."+d.Zone, dns.TypeA)
+		if err != nil {
+			return err
+		}
+		if len(got) != 1 || got[0] != addr {
+			return fmt.Errorf("%s serves www as %v, want %s", s, got, addr)
+		}
+	}
+	return nil
+}
+
 func TestCutoverZeroFailedRequests(t *testing.T) {
 	w := newWebBed(t)
-	dir := w.plan(t, "web")
+	d := w.startDNS(t)
+	dir := w.plan(t, "web", d)
 	// Everything up to the switch happens first, while old serves.
 	ctx := context.Background()
 	if out, errOut, code := w.Migrate(t, "cutover", dir, "--prepare-only"); code != 0 {
@@ -178,6 +205,13 @@ func TestCutoverZeroFailedRequests(t *testing.T) {
 			}
 		}
 	}
+	// DNS points at the new host on the primary and the secondary.
+	if err := serves(d, w.New.Addr); err != nil {
+		t.Fatal(err)
+	}
+	if sum.DNS == nil || len(sum.DNS.Changes) != 1 || sum.DNS.Changes[0].MaxOldTTL != 5 {
+		t.Fatalf("dns switch in the summary: %+v", sum.DNS)
+	}
 	// Requests through the old address are logged by the proxy.
 	log, err := w.Old.ReadFile(sum.Proxy.AccessLog)
 	if err != nil || !strings.Contains(string(log), "GET /") {
@@ -205,5 +239,84 @@ func waitLoad(t *testing.T, l *loadgen.Load, d time.Duration) {
 	ok, failed := l.Snapshot()
 	if ok == ok0 {
 		t.Fatalf("the load made no progress in %v (%d failed)", d, failed)
+	}
+}
+
+// oldServes checks that the old host answers index.html itself: a new
+// nginx on old, not the proxy.
+func oldNginxListens(t *testing.T, w *webBed) bool {
+	out, err := w.Old.Exec(context.Background(), "sh", "-c", "ss -Hltnp 'sport = :80'")
+	if err != nil {
+		t.Fatalf("ss on old: %v: %s", err, out)
+	}
+	return strings.Contains(string(out), "nginx")
+}
+
+func TestCutoverRollbackDrills(t *testing.T) {
+	for _, drill := range []string{migrate.StepRestart, migrate.StepDNS} {
+		t.Run(drill, func(t *testing.T) {
+			w := newWebBed(t)
+			d := w.startDNS(t)
+			dir := w.plan(t, "web", d)
+			if out, errOut, code := w.Migrate(t, "cutover", dir, "--prepare-only"); code != 0 {
+				t.Fatalf("prepare: exit %d\n%s\n%s", code, out, errOut)
+			}
+			load := loadgen.Start(context.Background(), loadgen.Options{URLs: []string{"http://" + w.Old.Addr + "/index.html", "http://" + w.Old.Addr + "/page03.html"}, Rate: 300, MaxDuration: 60 * time.Second})
+			waitLoad(t, load, time.Second)
+			out, errOut, code := w.Migrate(t, "cutover", dir, "--drill", drill, "--json")
+			waitLoad(t, load, 2*time.Second)
+			res := load.Stop()
+			t.Logf("load: %d ok, %d failed, max %v", res.OK, res.Failed, res.Max)
+			if code == 0 {
+				t.Fatalf("a drill at %s exited 0:\n%s", drill, out)
+			}
+			if !strings.Contains(errOut, "rolled back") || !strings.Contains(errOut, "--drill "+drill) {
+				t.Fatalf("stderr does not say what failed and that it was rolled back:\n%s", errOut)
+			}
+			if res.Failed != 0 {
+				t.Fatalf("%d requests failed during the rollback: %v", res.Failed, res.Errors)
+			}
+			if !oldNginxListens(t, w) {
+				t.Fatal("after the rollback, nginx does not listen on old's port 80")
+			}
+			if err := serves(d, w.Old.Addr); err != nil {
+				t.Fatalf("dns not restored: %v", err)
+			}
+			// The migration can go on: a second cutover succeeds.
+			if out, errOut, code := w.Migrate(t, "cutover", dir); code != 0 {
+				t.Fatalf("cutover after rollback: exit %d\n%s\n%s", code, out, errOut)
+			}
+			if err := serves(d, w.New.Addr); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestCutoverWrongDNSKeyTouchesNothing(t *testing.T) {
+	w := newWebBed(t)
+	d := w.startDNS(t)
+	dir := w.plan(t, "web", d)
+	bad := filepath.Join(t.TempDir(), "bad.key")
+	os.WriteFile(bad, []byte(`key "migrate-key" { algorithm hmac-sha256; secret "d3JvbmcgYnV0IHdlbGwgZm9ybWVkIHNlY3JldCEhIQ=="; };`+"\n"), 0o600)
+	out, errOut, code := w.Migrate(t, "cutover", dir, "--tsig-key", bad)
+	if code == 0 {
+		t.Fatalf("cutover with a wrong key exited 0:\n%s", out)
+	}
+	if !strings.Contains(errOut, "preflight") || !strings.Contains(errOut, "BADSIG") {
+		t.Fatalf("error does not name the preflight and the DNS rcode:\n%s", errOut)
+	}
+	if strings.Contains(errOut, "d3JvbmcgYnV0") {
+		t.Fatal("the secret was printed")
+	}
+	if !running(w.nginx) {
+		t.Fatal("the old nginx was stopped")
+	}
+	if err := serves(d, w.Old.Addr); err != nil {
+		t.Fatal(err)
+	}
+	j, _ := os.ReadFile(filepath.Join(dir, migrate.JournalFile))
+	if strings.Contains(string(j), `"step":"takeover"`) {
+		t.Fatalf("the journal shows a takeover:\n%s", j)
 	}
 }

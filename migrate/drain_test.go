@@ -228,10 +228,10 @@ func TestDrainWatchLocal(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	start := time.Now()
-	var stopped time.Time
+	stoppedAt := make(chan time.Time, 1)
 	go func() {
 		time.Sleep(1500 * time.Millisecond)
-		stopped = time.Now()
+		stoppedAt <- time.Now()
 		close(stopWriting)
 	}()
 	res, err := Drain(ctx, m, DrainOptions{Threshold: 0, QuietFor: 2 * time.Second, Interval: 100 * time.Millisecond, Watch: true,
@@ -240,6 +240,7 @@ func TestDrainWatchLocal(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := <-written
+	stopped := <-stoppedAt
 	if time.Since(start) < 3*time.Second || res.Ended.Sub(stopped) < 2*time.Second {
 		t.Fatalf("drained too early: %s after start, %s after the writes stopped", time.Since(start), res.Ended.Sub(stopped))
 	}

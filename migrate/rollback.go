@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/migrate-tool/migrate/dnscheck"
 )
 
 // afterTakeover are the steps undone by a rollback: a later cutover takes
@@ -26,34 +30,39 @@ func Rollback(ctx context.Context, m *Migration, o Options) error {
 func (s *session) rollback(ctx context.Context) error {
 	m, o := s.m, s.o
 	var errs []error
-	var sw DNSSwitch
-	if m.Journal.Done(StepDNS, &sw) {
+	if changes := s.dnsChanges(); len(changes) > 0 {
 		o.event(StepRollback, "running", "restoring DNS", 0)
-		for i := len(sw.Changes) - 1; i >= 0; i-- {
-			if _, err := s.updater().Restore(ctx, sw.Changes[i]); err != nil {
-				errs = append(errs, fmt.Errorf("restore dns %s: %w", sw.Changes[i].Name, err))
+		for i := len(changes) - 1; i >= 0; i-- {
+			if _, err := s.updater().Restore(ctx, changes[i]); err != nil {
+				errs = append(errs, fmt.Errorf("restore dns %s: %w", changes[i].Name, err))
 			}
 		}
 	}
-	var took TakeoverResult
 	if e, ok := m.Journal.Last(StepTakeover); ok && e.State != StepUndone {
-		m.Journal.Done(StepTakeover, &took)
-		if took.Proxy.ControlSocket == "" {
-			errs = append(errs, errors.New("the takeover step did not finish: check the old service by hand"))
-		} else {
-			o.event(StepRollback, "running", "starting the old service on the held address", 0)
-			base, err := s.base()
-			if err == nil && len(base.Start) == 0 {
-				err = errors.New("the capture recorded no start command for the old service")
+		var took TakeoverResult
+		done := m.Journal.Done(StepTakeover, &took)
+		sock := took.Proxy.ControlSocket
+		if sock == "" {
+			// The step failed after (or while) its work: the holder, if
+			// it started, answers at its fixed place.
+			sock = filepath.Join(StateDir, m.Plan.Name, "control.sock")
+		}
+		o.event(StepRollback, "running", "starting the old service on the held address", 0)
+		base, err := s.base()
+		if err == nil && len(base.Start) == 0 {
+			err = errors.New("the capture recorded no start command for the old service")
+		}
+		if err == nil {
+			var state string
+			err = s.old.Call(ctx, MethodHoldCtl, HoldCtlParams{Socket: sock,
+				Request: HoldRequest{Cmd: HoldCmdRollback, Argv: base.Start}}, &state)
+			if err != nil && !done && strings.Contains(err.Error(), "no such file") {
+				// No holder was started: the old service was never stopped.
+				err = nil
 			}
-			if err == nil {
-				var state string
-				err = s.old.Call(ctx, MethodHoldCtl, HoldCtlParams{Socket: took.Proxy.ControlSocket,
-					Request: HoldRequest{Cmd: HoldCmdRollback, Argv: base.Start}}, &state)
-			}
-			if err != nil {
-				errs = append(errs, fmt.Errorf("restart old service: %w", err))
-			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("restart old service: %w", err))
 		}
 	}
 	err := errors.Join(errs...)
@@ -75,4 +84,32 @@ func (s *session) rollback(ctx context.Context) error {
 		o.event(StepRollback, "done", "old host serves again", 0)
 	}
 	return err
+}
+
+// dnsChanges returns the DNS changes cutover made and rollback must undo:
+// those of the dns-switch step, or, when the step did not finish, the
+// change records it wrote before each update.
+func (s *session) dnsChanges() []*dnscheck.Change {
+	m := s.m
+	e, ok := m.Journal.Last(StepDNS)
+	if !ok || e.State == StepUndone {
+		return nil
+	}
+	var sw DNSSwitch
+	if m.Journal.Done(StepDNS, &sw) {
+		return sw.Changes
+	}
+	var out []*dnscheck.Change
+	files, _ := filepath.Glob(m.Path("dns", "*.json"))
+	for _, f := range files {
+		ch, err := dnscheck.ReadChange(f)
+		if err != nil || ch.Op != "set" {
+			continue
+		}
+		switch ch.Status {
+		case "applied", "confirmed", "unconfirmed":
+			out = append(out, ch)
+		}
+	}
+	return out
 }

@@ -40,6 +40,7 @@ type ServiceStatus struct {
 	Root          string         `json:"root"`
 	Status        string         `json:"status"` // running | exited | stopped | removed
 	Complete      bool           `json:"complete"`
+	Digest        string         `json:"digest,omitempty"` // manifest digest of the last archive completed in the root
 	PID           int            `json:"pid,omitempty"`
 	SupervisorPID int            `json:"supervisor_pid,omitempty"`
 	ExitCode      int            `json:"exit_code"`
@@ -92,7 +93,7 @@ func existing(o ServiceOptions) (Layout, error) {
 }
 
 func statusOf(l Layout, st chroot.State) ServiceStatus {
-	s := ServiceStatus{Name: l.Name, Root: l.Root(), Status: st.Status, Complete: l.Complete() != "",
+	s := ServiceStatus{Name: l.Name, Root: l.Root(), Status: st.Status, Complete: l.Complete() != "", Digest: l.Complete(),
 		SupervisorPID: st.SupervisorPID, ExitCode: st.ExitCode, Signal: st.Signal, Started: st.Started}
 	if st.Alive() {
 		s.Status = chroot.StatusRunning
