@@ -127,6 +127,10 @@ func (b *backend) put(bc *bconn, cc *clientConn) {
 		cc.ppConn[b] = bc
 		return
 	}
+	if bc.ep.wdl {
+		bc.ep.conn.SetWriteDeadline(time.Time{})
+		bc.ep.wdl = false
+	}
 	bc.idleAt = time.Now()
 	b.mu.Lock()
 	if len(b.idle) < maxIdlePerBackend && b.alive.Load() {

@@ -18,6 +18,7 @@ type endpoint struct {
 	bw      *bufio.Writer
 	timeout time.Duration // idle limit per read or write while streaming
 	client  bool
+	wdl     bool // a write deadline is set
 }
 
 // sideError marks a failure on the client's side of a copy: which side failed decides whether
@@ -259,6 +260,7 @@ func (e *endpoint) setReadDeadline() {
 
 func (e *endpoint) setWriteDeadline() {
 	if e.timeout > 0 {
+		e.wdl = true
 		e.conn.SetWriteDeadline(time.Now().Add(e.timeout))
 	}
 }

@@ -13,8 +13,12 @@ import (
 )
 
 func simpleCfg(listen string, backends ...string) string {
+	return simpleCfgX(listen, 1, backends...)
+}
+
+func simpleCfgX(listen string, xhttp int, backends ...string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Alive 1\nListenHTTP\nAddress 127.0.0.1\nPort %s\nService\n", listen)
+	fmt.Fprintf(&b, "Alive 1\nListenHTTP\nAddress 127.0.0.1\nPort %s\nxHTTP %d\nService\n", listen, xhttp)
 	for _, be := range backends {
 		fmt.Fprintf(&b, "BackEnd\nAddress 127.0.0.1\nPort %s\nEnd\n", be)
 	}
@@ -115,7 +119,7 @@ func TestRequestDefences(t *testing.T) {
 		{"long header", "GET / HTTP/1.1\r\nHost: a\r\nX: " + strings.Repeat("a", 20000) + "\r\n\r\n", "431"},
 		{"many headers", "GET / HTTP/1.1\r\nHost: a\r\n" + strings.Repeat("X: y\r\n", 200) + "\r\n", "431"},
 		{"method", "CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", "501"},
-		{"xhttp 0", "PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", "501"},
+		{"xhttp 1", "PROPFIND / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", "501"},
 	}
 	for _, tt := range tests {
 		got := rawRequest(t, addr, tt.req)

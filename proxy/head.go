@@ -203,6 +203,9 @@ func (cc *clientConn) writeResponseHead(b *backend, svc *service, skey string, k
 		if hopByHop(name) || (len(resp.connTokens) > 0 && resp.listedInConnection(name)) {
 			continue
 		}
+		if resp.chunked && equalFoldASCII(name, "content-length") {
+			continue // chunked framing wins; never pass both on
+		}
 		value := resp.bytes(h.value)
 		if cc.l.cfg.RewriteLocation > 0 && (equalFoldASCII(name, "location") || equalFoldASCII(name, "content-location")) {
 			value = cc.rewriteLocation(value, b)
