@@ -185,6 +185,7 @@ type bed struct {
 	resolver           string
 	keyFile            string
 	key                *Key
+	nsPort             int // port of both servers when they share one
 }
 
 // startBIND starts a BIND 9 primary on 127.0.0.1 and a secondary on
@@ -196,7 +197,11 @@ func startBIND(t *testing.T, notifyLag time.Duration) *bed {
 	ensureLoopback2(t)
 	d := t.TempDir()
 	b := &bed{dir: d, keyFile: filepath.Join(d, "tsig.key")}
-	p1, p2, p3 := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.2"), freePort(t, "127.0.0.1")
+	// Primary and secondary share one port number, so servers found by NS
+	// name (ns1 → 127.0.0.1, ns2 → 127.0.0.2) are reachable with --ns-port.
+	p1 := freePort(t, "127.0.0.1", "127.0.0.2")
+	p2, p3 := p1, freePort(t, "127.0.0.1")
+	b.nsPort = p1
 	relay := notifyRelay(t, fmt.Sprintf("127.0.0.2:%d", p2), notifyLag)
 	b.primary, b.secondary, b.resolver = fmt.Sprintf("127.0.0.1:%d", p1), fmt.Sprintf("127.0.0.2:%d", p2), fmt.Sprintf("127.0.0.1:%d", p3)
 	writeFile(t, b.keyFile, fmt.Sprintf("key %q { algorithm hmac-sha256; secret %q; };\n", e2eKeyName, e2eKeySecret))

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -41,16 +40,22 @@ func TestE2EBINDMove(t *testing.T) {
 	}
 
 	// The primary is the SOA MNAME (ns1 → 127.0.0.1) found through Unbound.
-	_, port, _ := strings.Cut(b.primary, ":")
-	nsPort, _ := strconv.Atoi(port)
-	found, err := (&Updater{Zone: "example.test", Resolvers: []string{b.resolver}, NSPort: nsPort}).FindPrimary(ctx)
+	found, err := (&Updater{Zone: "example.test", Resolvers: []string{b.resolver}, NSPort: b.nsPort}).FindPrimary(ctx)
 	if err != nil || found != b.primary {
 		t.Fatalf("primary from SOA MNAME: %q %v", found, err)
+	}
+	// The authoritative servers are the NS set found through Unbound.
+	rep, err = Check(ctx, Query{Names: []string{"www.example.test"}, Resolvers: []string{b.resolver}, NSPort: b.nsPort})
+	if err != nil || !rep.OK || len(rep.Servers) != 2 || rep.Servers[0].Server != b.primary || rep.Servers[1].Server != b.secondary ||
+		rep.Servers[1].NSName != "ns2.example.test." {
+		t.Fatalf("servers from NS through the resolver: %v %+v", err, rep)
 	}
 
 	u := &Updater{Zone: "example.test", Primary: b.primary, Auth: []string{b.primary, b.secondary}, Key: b.key,
 		Timeout: 2 * time.Second, ConfirmTimeout: 20 * time.Second, RecordPath: filepath.Join(b.dir, "lower.json")}
-	lower, err := u.LowerTTL(ctx, "www", 3)
+	byNS := *u
+	byNS.Auth, byNS.NSPort = nil, b.nsPort
+	lower, err := byNS.LowerTTL(ctx, "www", 3)
 	if err != nil {
 		t.Fatal(err)
 	}
