@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/migrate-tool/migrate/capture"
 	"github.com/migrate-tool/migrate/internal/chroot"
 )
@@ -57,8 +59,14 @@ func shellFS(t *testing.T, service string, start []string) *testFS {
 func TestServiceLifecycle(t *testing.T) {
 	needRoot(t)
 	fs := shellFS(t, "sh1", []string{"/bin/sh", "-c",
-		"read h < /proc/sys/kernel/hostname; echo pid=$$ host=$h; test -c /dev/null || exit 3; exec sleep 1000"})
+		"read h < /proc/sys/kernel/hostname; echo pid=$$ host=$h; echo x > /dev/null || exit 3; exec sleep 1000"})
+	// A nodev file system, like the test bed's /srv: device nodes in the
+	// root itself cannot be opened, the service's own /dev must work.
 	dest := t.TempDir()
+	if err := unix.Mount("tmpfs", dest, "tmpfs", unix.MS_NODEV|unix.MS_NOSUID, "size=64m"); err != nil {
+		t.Skip(err)
+	}
+	t.Cleanup(func() { unix.Unmount(dest, unix.MNT_DETACH) })
 	c := pipe(t)
 	ctx := context.Background()
 	if _, err := Ship(ctx, c, fs.write(t), Options{Dest: dest, NoReuse: true}); err != nil {

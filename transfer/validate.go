@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/migrate-tool/migrate/capture"
+	"github.com/migrate-tool/migrate/internal/chroot"
 )
 
 // EntryError is an archive entry refused because writing it could touch
@@ -21,14 +22,7 @@ func (e *EntryError) Error() string {
 
 // StandardDevices are the only device nodes a root may hold, by path, with
 // their major and minor numbers.
-var StandardDevices = map[string][2]uint32{
-	"/dev/null":    {1, 3},
-	"/dev/zero":    {1, 5},
-	"/dev/full":    {1, 7},
-	"/dev/random":  {1, 8},
-	"/dev/urandom": {1, 9},
-	"/dev/tty":     {5, 0},
-}
+var StandardDevices = chroot.Devices
 
 // maxHops bounds symlink resolution, like the kernel's limit.
 const maxHops = 40

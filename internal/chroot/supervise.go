@@ -209,9 +209,66 @@ func setupNamespace(spec *Spec) error {
 	if err := unix.Mount("proc", target, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("mount proc: %w", err)
 	}
+	if err := mountDev(rfd); err != nil {
+		return err
+	}
 	if spec.Hostname != "" {
 		if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
 			return fmt.Errorf("set hostname: %w", err)
+		}
+	}
+	return nil
+}
+
+// Devices are the device nodes every service gets, by path inside the
+// root, with their major and minor numbers.
+var Devices = map[string][2]uint32{
+	"/dev/null":    {1, 3},
+	"/dev/zero":    {1, 5},
+	"/dev/full":    {1, 7},
+	"/dev/random":  {1, 8},
+	"/dev/urandom": {1, 9},
+	"/dev/tty":     {5, 0},
+}
+
+// mountDev mounts a small tmpfs on the root's /dev, private to the
+// service's mount namespace, and makes the standard device nodes in it
+// with mknod. The root's own file system may be mounted nodev, and the
+// host's /dev is never bound in.
+func mountDev(rfd int) error {
+	how := unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS}
+	dfd, err := unix.Openat2(rfd, "dev", &how)
+	if err != nil {
+		return fmt.Errorf("open /dev of the root: %w", err)
+	}
+	defer unix.Close(dfd)
+	if err := unix.Mount("tmpfs", "/proc/self/fd/"+strconv.Itoa(dfd), "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=0755,size=1m"); err != nil {
+		return fmt.Errorf("mount /dev: %w", err)
+	}
+	dev, err := unix.Openat2(rfd, "dev", &unix.OpenHow{Flags: unix.O_DIRECTORY | unix.O_RDONLY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS})
+	if err != nil {
+		return fmt.Errorf("open the new /dev: %w", err)
+	}
+	defer unix.Close(dev)
+	old := unix.Umask(0)
+	defer unix.Umask(old)
+	for p, d := range Devices {
+		if err := unix.Mknodat(dev, strings.TrimPrefix(p, "/dev/"), unix.S_IFCHR|0o666, int(unix.Mkdev(d[0], d[1]))); err != nil {
+			return fmt.Errorf("mknod %s: %w", p, err)
+		}
+	}
+	for _, d := range [][2]string{{"pts", "0755"}, {"shm", "1777"}, {"mqueue", "0755"}} {
+		mode, _ := strconv.ParseUint(d[1], 8, 32)
+		if err := unix.Mkdirat(dev, d[0], uint32(mode)); err != nil {
+			return fmt.Errorf("mkdir /dev/%s: %w", d[0], err)
+		}
+	}
+	for _, l := range [][2]string{{"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"},
+		{"/proc/self/fd/2", "stderr"}, {"pts/ptmx", "ptmx"}} {
+		if err := unix.Symlinkat(l[0], dev, l[1]); err != nil {
+			return fmt.Errorf("symlink /dev/%s: %w", l[1], err)
 		}
 	}
 	return nil
