@@ -320,3 +320,60 @@ func TestCutoverWrongDNSKeyTouchesNothing(t *testing.T) {
 		t.Fatalf("the journal shows a takeover:\n%s", j)
 	}
 }
+
+func TestCutoverInterruptedContinues(t *testing.T) {
+	w := newWebBed(t)
+	dir := w.plan(t, "web", nil)
+	if out, errOut, code := w.Migrate(t, "cutover", dir, "--prepare-only"); code != 0 {
+		t.Fatalf("prepare: exit %d\n%s\n%s", code, out, errOut)
+	}
+	load := loadgen.Start(context.Background(), loadgen.Options{URLs: []string{"http://" + w.Old.Addr + "/index.html"}, Rate: 300, MaxDuration: 60 * time.Second})
+	waitLoad(t, load, time.Second)
+
+	// Ctrl-C as soon as the old address is held.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := w.MigrateCmd(ctx, t, "cutover", dir, "--json")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errb strings.Builder
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(stdout)
+	for {
+		var ev migrate.Event
+		if err := dec.Decode(&ev); err != nil {
+			t.Fatalf("cutover ended before the takeover: %v\n%s", err, errb.String())
+		}
+		if ev.Step == migrate.StepTakeover && ev.State == "done" {
+			break
+		}
+	}
+	cmd.Process.Signal(os.Interrupt)
+	io.Copy(io.Discard, stdout)
+	err = cmd.Wait()
+	if cmd.ProcessState.ExitCode() != 130 {
+		t.Fatalf("interrupted cutover: %v (exit %d), want exit 130\n%s", err, cmd.ProcessState.ExitCode(), errb.String())
+	}
+	// Running it again continues from the journal.
+	out, errOut, code := w.Migrate(t, "cutover", dir)
+	if code != 0 {
+		t.Fatalf("second cutover: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if !strings.Contains(errOut, "takeover     skipped") {
+		t.Fatalf("the second run took the address over again:\n%s", errOut)
+	}
+	waitLoad(t, load, time.Second)
+	res := load.Stop()
+	t.Logf("load: %d ok, %d failed, max %v", res.OK, res.Failed, res.Max)
+	if res.Failed != 0 {
+		t.Fatalf("%d requests failed: %v", res.Failed, res.Errors)
+	}
+	if got, err := get("http://" + w.Old.Addr + "/index.html"); err != nil || string(got) != string(w.files["index.html"]) {
+		t.Fatalf("old address after cutover: %q %v", got, err)
+	}
+}
