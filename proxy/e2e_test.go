@@ -102,6 +102,9 @@ func TestE2ESeed001FailoverDaemon(t *testing.T) {
 	}
 	mainBE, emerg := startNginx(t, "main"), startNginx(t, "emergency")
 	dir := t.TempDir()
+	// The daemon runs as nobody and must still read the file on SIGHUP.
+	os.Chmod(filepath.Dir(dir), 0o755)
+	os.Chmod(dir, 0o755)
 	lp := freePort(t)
 	src := fill(mustRead(t, "testdata/001-failover.cfg"), "LISTEN", lp, "BACKEND", mainBE.port, "EMERGENCY", emerg.port)
 	// Debian has no "pound" user; Alive 1 keeps the test short.
@@ -168,6 +171,24 @@ func TestE2ESeed001FailoverDaemon(t *testing.T) {
 	if fails.Load() != 0 {
 		t.Fatalf("%d of %d requests failed", fails.Load(), total.Load())
 	}
+	// SIGHUP reloads: the BackEnd now points at the other nginx.
+	os.WriteFile(cfg, []byte(strings.Replace(src, "Port "+mainBE.port, "Port "+emerg.port, 1)), 0o644)
+	syscall.Kill(pid, syscall.SIGHUP)
+	testbed.WaitFor(t, "reloaded configuration in use", 5*time.Second, func() error {
+		c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		req, _ := http.NewRequest("GET", url, nil)
+		req.Host = "www.nire.com"
+		resp, err := c.Do(req)
+		if err != nil {
+			return err
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != "emergency" {
+			return fmt.Errorf("still served by %q", b)
+		}
+		return nil
+	})
 	// SIGTERM stops the daemon.
 	syscall.Kill(pid, syscall.SIGTERM)
 	testbed.WaitFor(t, "daemon exit", 15*time.Second, func() error {

@@ -212,3 +212,33 @@ func mustRead(t *testing.T, p string) string {
 }
 
 var _ = fmt.Sprint
+
+// TestClientDisconnectNotBlamed: a client that hangs up in the middle of a
+// large response does not make the backend dead or count as its failure.
+func TestClientDisconnectNotBlamed(t *testing.T) {
+	big := strings.Repeat("x", 8<<20)
+	be := httptestServerBody(big)
+	defer be.Close()
+	lp := freePort(t)
+	s := startProxy(t, simpleCfg(lp, portOf(be.URL)), nil)
+	for i := 0; i < 5; i++ {
+		c, err := net.Dial("tcp", "127.0.0.1:"+lp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+		buf := make([]byte, 4096)
+		io.ReadFull(c, buf)
+		c.Close()
+	}
+	lastServer = s
+	if n := testutilFailures(t, lp); n != 0 {
+		t.Fatalf("%d backend failures counted", n)
+	}
+	if st := s.Status(); !st.Services[0].Backends[0].Alive {
+		t.Fatal("backend marked dead")
+	}
+	if got, code, err := get(http.DefaultClient, "http://127.0.0.1:"+lp+"/"); err != nil || code != 200 || len(got) != len(big) {
+		t.Fatalf("after disconnects: %d %d %v", len(got), code, err)
+	}
+}

@@ -112,3 +112,9 @@ func httptestServer(seen func(host string)) *httptest.Server {
 		io.WriteString(w, "ok")
 	}))
 }
+
+func httptestServerBody(body string) *httptest.Server {
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, body)
+	}))
+}
