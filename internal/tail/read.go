@@ -8,10 +8,19 @@ import (
 	"os"
 )
 
-// read reads once from f at the current offset and delivers the complete
-// lines. It returns the number of bytes read (0 at EOF).
-func (t *Tailer) read(f *os.File) (int, error) {
-	n, err := t.readAt(f, t.off)
+// errTruncated reports that the current file changed under the offset.
+var errTruncated = errors.New("file truncated")
+
+// read reads once from the current file at the offset and delivers the
+// complete lines. It returns the number of bytes read (0 at EOF). A read
+// is only used when the bytes before the offset are still those read
+// before (checked after the read): otherwise the file was truncated, and
+// the data comes from the copy instead.
+func (t *Tailer) read() (int, error) {
+	n, err := t.readAt(t.cur, t.off, true)
+	if errors.Is(err, errTruncated) {
+		return 1, t.truncated(-1)
+	}
 	t.off += int64(n)
 	if n > 0 {
 		t.atEOF = false
@@ -19,7 +28,7 @@ func (t *Tailer) read(f *os.File) (int, error) {
 	return n, err
 }
 
-func (t *Tailer) readAt(f *os.File, off int64) (int, error) {
+func (t *Tailer) readAt(f *os.File, off int64, verify bool) (int, error) {
 	if t.fill == len(t.buf) {
 		if len(t.buf) < t.opts.MaxLineSize {
 			nb := make([]byte, min(2*len(t.buf), t.opts.MaxLineSize))
@@ -31,17 +40,18 @@ func (t *Tailer) readAt(f *os.File, off int64) (int, error) {
 		}
 	}
 	n, err := f.ReadAt(t.buf[t.fill:], off)
-	if n > 0 {
-		t.bytes.Add(int64(n))
-		t.updateSig(t.buf[t.fill : t.fill+n])
-		if perr := t.process(n); perr != nil {
-			return n, perr
-		}
-	}
 	if err != nil && !errors.Is(err, io.EOF) {
-		return n, fmt.Errorf("tail %s: %w", t.path, err)
+		return 0, fmt.Errorf("tail %s: %w", t.path, err)
 	}
-	return n, nil
+	if n == 0 {
+		return 0, nil
+	}
+	if verify && !t.sigMatches(f) {
+		return 0, errTruncated
+	}
+	t.bytes.Add(int64(n))
+	t.updateSig(t.buf[t.fill : t.fill+n])
+	return n, t.process(n)
 }
 
 func (t *Tailer) updateSig(chunk []byte) {
@@ -104,25 +114,23 @@ func (t *Tailer) flushPartial() error {
 }
 
 // checkTruncate runs before reading on after an EOF: a file shorter than
-// the offset, or whose bytes before the offset changed, was truncated
-// (copytruncate) and possibly written again.
+// the offset, or whose bytes before the offset changed (truncated, then
+// written up to or past the offset again), was truncated (copytruncate).
+// Truncation followed by new data past the offset is also caught by read.
 func (t *Tailer) checkTruncate() error {
 	fi, err := t.cur.Stat()
 	if err != nil {
 		return fmt.Errorf("tail %s: %w", t.path, err)
 	}
-	size := fi.Size()
-	switch {
-	case size < t.off:
-	case size == t.off || t.sigLen == 0:
+	if fi.Size() >= t.off && t.sigMatches(t.cur) {
 		return nil
-	default:
-		var cur [64]byte
-		m, _ := t.cur.ReadAt(cur[:t.sigLen], t.off-int64(t.sigLen))
-		if m == t.sigLen && bytes.Equal(cur[:m], t.sig[:t.sigLen]) {
-			return nil
-		}
 	}
+	return t.truncated(fi.Size())
+}
+
+// truncated takes the lines not read yet from the copy, if there is one,
+// and starts again at the beginning of the file.
+func (t *Tailer) truncated(size int64) error {
 	t.truncations.Add(1)
 	t.log.Debug("file truncated", "path", t.path, "offset", t.off, "size", size)
 	if err := t.catchUp(); err != nil {
@@ -155,7 +163,7 @@ func (t *Tailer) catchUp() error {
 		before := t.lines.Load()
 		off := t.off
 		for {
-			n, err := t.readAt(f, off)
+			n, err := t.readAt(f, off, false)
 			off += int64(n)
 			if err != nil {
 				f.Close()
@@ -173,9 +181,11 @@ func (t *Tailer) catchUp() error {
 	return nil
 }
 
+// sigMatches reports whether f holds, just before the offset, the bytes
+// read last (trivially true at the start of a file).
 func (t *Tailer) sigMatches(f *os.File) bool {
 	if t.sigLen == 0 {
-		return false
+		return t.off == 0
 	}
 	var b [64]byte
 	m, _ := f.ReadAt(b[:t.sigLen], t.off-int64(t.sigLen))
@@ -183,53 +193,70 @@ func (t *Tailer) sigMatches(f *os.File) bool {
 }
 
 // checkRotate runs at EOF: it notices a new file at path, and switches to
-// it once the writer has moved there (it has data), after reading the old
-// file to its end. It reports whether there may be more to do right away.
+// it once the writer has moved there (it, or a file after it, has data),
+// after reading the old file to its end. Files rotated again before the
+// switch queue up in order. It reports whether there may be more to do
+// right away.
 func (t *Tailer) checkRotate() (bool, error) {
 	fi, err := os.Stat(t.path)
-	if errors.Is(err, os.ErrNotExist) {
-		return false, nil // renamed away, nothing new yet: keep the old fd
-	}
-	if err != nil {
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		t.away = true // renamed away, nothing new yet: keep the old fd
+	case err != nil:
 		return false, fmt.Errorf("tail %s: %w", t.path, err)
-	}
-	id := idOf(fi)
-	if id == t.curID {
+	case idOf(fi) == t.curID:
+		t.away = false
 		return fi.Size() != t.off, nil
+	default:
+		t.away = true
+		if err := t.queue(idOf(fi)); err != nil {
+			return false, err
+		}
 	}
-	if t.next == nil || t.nextID != id {
-		if t.next != nil {
-			t.next.Close()
-			t.next = nil
-		}
-		f, err := os.Open(t.path)
-		if errors.Is(err, os.ErrNotExist) {
-			return false, nil
-		}
+	for i, p := range t.pending {
+		pfi, err := p.f.Stat()
 		if err != nil {
 			return false, fmt.Errorf("tail %s: %w", t.path, err)
 		}
-		nfi, err := f.Stat()
-		if err != nil {
-			f.Close()
-			return false, fmt.Errorf("tail %s: %w", t.path, err)
+		if pfi.Size() > 0 || i > 0 {
+			return true, t.switchFile()
 		}
-		t.next, t.nextID = f, idOf(nfi)
-		t.log.Debug("file rotated, draining the old one", "path", t.path)
 	}
-	nfi, err := t.next.Stat()
-	if err != nil {
-		return false, fmt.Errorf("tail %s: %w", t.path, err)
-	}
-	if nfi.Size() == 0 {
-		return false, nil // writer still on the old file
-	}
-	return true, t.switchFile()
+	return false, nil
 }
 
+// queue opens the file now at path, unless it is already queued.
+func (t *Tailer) queue(id fileID) error {
+	for _, p := range t.pending {
+		if p.id == id {
+			return nil
+		}
+	}
+	if len(t.pending) >= 16 {
+		return fmt.Errorf("tail %s: rotated %d times without data", t.path, len(t.pending))
+	}
+	f, err := os.Open(t.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("tail %s: %w", t.path, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("tail %s: %w", t.path, err)
+	}
+	t.pending = append(t.pending, opened{f, idOf(fi)})
+	t.log.Debug("file rotated, draining the old one", "path", t.path)
+	return nil
+}
+
+// switchFile reads the current file to its end and moves on to the first
+// queued file.
 func (t *Tailer) switchFile() error {
 	for {
-		n, err := t.read(t.cur)
+		n, err := t.read()
 		if err != nil {
 			return err
 		}
@@ -241,7 +268,8 @@ func (t *Tailer) switchFile() error {
 		return err
 	}
 	t.cur.Close()
-	t.cur, t.curID, t.next = t.next, t.nextID, nil
+	t.cur, t.curID = t.pending[0].f, t.pending[0].id
+	t.pending = t.pending[1:]
 	t.off, t.sigLen, t.atEOF = 0, 0, false
 	t.rotations.Add(1)
 	t.log.Debug("switched to the new file", "path", t.path)

@@ -48,13 +48,13 @@ type Options struct {
 
 // Stats counts what a Tailer has done. All fields only grow.
 type Stats struct {
-	Lines       int64 // lines delivered
-	Bytes       int64 // bytes read (including newlines)
-	Rotations   int64 // switches to a new file after rename+create
-	Truncations int64 // copytruncate (or other shrink) seen
-	CaughtUp    int64 // lines taken from a copytruncate copy
-	Lost        int64 // partial lines dropped at a truncation without a copy
-	LongLines   int64 // lines over MaxLineSize, skipped
+	Lines       int64 `json:"lines"`       // lines delivered
+	Bytes       int64 `json:"bytes"`       // bytes read (including newlines)
+	Rotations   int64 `json:"rotations"`   // switches to a new file after rename+create
+	Truncations int64 `json:"truncations"` // copytruncate (or other shrink) seen
+	CaughtUp    int64 `json:"caught_up"`   // lines taken from a copytruncate copy
+	Lost        int64 `json:"lost"`        // partial lines dropped at a truncation without a copy
+	LongLines   int64 `json:"long_lines"`  // lines over MaxLineSize, skipped
 }
 
 // Tailer follows one file. Create it with New and run it with Run.
@@ -67,10 +67,10 @@ type Tailer struct {
 
 	cur     *os.File // file being read; nil until path exists
 	curID   fileID
-	off     int64 // read offset in cur
-	next    *os.File
-	nextID  fileID
-	buf     []byte // pending partial line at buf[:fill]
+	off     int64    // read offset in cur
+	pending []opened // newer files at path, oldest first, not read yet
+	away    bool     // path no longer names cur
+	buf     []byte   // pending partial line at buf[:fill]
 	fill    int
 	skip    bool // discarding up to the next newline (long line, or start mid-line)
 	sig     [64]byte
@@ -83,6 +83,11 @@ type Tailer struct {
 }
 
 type fileID struct{ dev, ino uint64 }
+
+type opened struct {
+	f  *os.File
+	id fileID
+}
 
 func idOf(fi os.FileInfo) fileID {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
@@ -192,7 +197,7 @@ func (t *Tailer) wait(ctx context.Context, w *fsnotify.Watcher, tick <-chan time
 		case <-tick:
 			return nil
 		case ev := <-events:
-			if filepath.Base(ev.Name) == base || t.next != nil || t.cur == nil || ev.Has(fsnotify.Rename) {
+			if filepath.Base(ev.Name) == base || t.away || t.cur == nil || ev.Has(fsnotify.Rename) {
 				return nil
 			}
 		case err := <-errs:
@@ -207,8 +212,8 @@ func (t *Tailer) closeAll() {
 	if t.cur != nil {
 		t.cur.Close()
 	}
-	if t.next != nil {
-		t.next.Close()
+	for _, p := range t.pending {
+		p.f.Close()
 	}
 }
 
@@ -266,7 +271,7 @@ func (t *Tailer) step() (bool, error) {
 			return false, err
 		}
 	}
-	n, err := t.read(t.cur)
+	n, err := t.read()
 	if err != nil {
 		return false, err
 	}
