@@ -3,11 +3,14 @@
 #
 # Same nginx backend, same wrk client, pinned as fairly as two cores allow:
 # wrk and the backend on CPU 0, the proxy under test on CPU 1.
-# Usage: bench/proxy/run.sh [/path/to/migrate]   (DURATION=5 CONNS=50 to tune)
+# Usage: bench/proxy/run.sh [/path/to/migrate]   (DURATION=5 CONNS=50 REPEAT=2 to tune)
+# Each cell runs REPEAT times per proxy in rotated order and keeps the best
+# run, which damps the noise of a shared machine.
 set -euo pipefail
 MIGRATE=${1:-/tmp/proxy/migrate}
 DUR=${DURATION:-5}
 CONNS=${CONNS:-50}
+REPEAT=${REPEAT:-2}
 W=$(mktemp -d /tmp/proxybench.XXXXXX)
 BASE=${BASE:-27480}
 BEP=$BASE HA=$((BASE+1)) NG=$((BASE+2)) MG=$((BASE+3))
@@ -116,9 +119,19 @@ ms() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us/,"",v); print v/1000} else 
 printf "%-22s %-8s %10s %9s %9s %10s\n" cell proxy req/s p50_ms p99_ms cpu_us/req
 for cell in "1k-keepalive /1k" "100k-keepalive /100k" "1k-close /1k close" "100k-close /100k close"; do
   set -- $cell; c=$1 path=$2; hdr=""; [ "${3:-}" = close ] && hdr="Connection: close"
-  for p in haproxy:$HA:$HAPID nginx:$NG:$NGPID migrate:$MG:$MGPID; do
-    IFS=: read -r n port pid <<<"$p"
-    run_cell "$c/$n" "$port" "$path" "$hdr" "$pid"
+  ORDER=(haproxy:$HA:$HAPID nginx:$NG:$NGPID migrate:$MG:$MGPID)
+  declare -A BEST=()
+  for r in $(seq "$REPEAT"); do
+    for i in 0 1 2; do
+      p=${ORDER[$(( (i + r) % 3 ))]}
+      IFS=: read -r n port pid <<<"$p"
+      run_cell "$c/$n/$r" "$port" "$path" "$hdr" "$pid"
+      if [ -z "${BEST[$n]:-}" ] || awk -v a="${RPS[$c/$n/$r]}" -v b="${RPS[${BEST[$n]}]}" 'BEGIN{exit !(a>b)}'; then BEST[$n]="$c/$n/$r"; fi
+    done
+  done
+  for n in haproxy nginx migrate; do
+    k=${BEST[$n]}
+    RPS[$c/$n]=${RPS[$k]}; P50[$c/$n]=${P50[$k]}; P99[$c/$n]=${P99[$k]}; CPU[$c/$n]=${CPU[$k]}
     printf "%-22s %-8s %10s %9s %9s %10s\n" "$c" "$n" "${RPS[$c/$n]}" "$(ms ${P50[$c/$n]})" "$(ms ${P99[$c/$n]})" "${CPU[$c/$n]}"
   done
   awk -v m="${RPS[$c/migrate]}" -v h="${RPS[$c/haproxy]}" -v mp="$(ms ${P99[$c/migrate]})" -v hp="$(ms ${P99[$c/haproxy]})" \
@@ -128,8 +141,12 @@ done
 echo "100 MiB stream (curl on CPU 0):"
 for p in haproxy:$HA nginx:$NG migrate:$MG; do
   IFS=: read -r n port <<<"$p"
-  sp=$(taskset -c 0 curl -s -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$port/100m")
-  printf "  %-8s %8.2f GB/s\n" "$n" "$(awk -v s="$sp" 'BEGIN{print s/1e9}')"
+  best=0
+  for r in $(seq "$REPEAT"); do
+    sp=$(taskset -c 0 curl -s -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$port/100m")
+    best=$(awk -v a="$sp" -v b="$best" 'BEGIN{print (a>b)?a:b}')
+  done
+  printf "  %-8s %8.2f GB/s\n" "$n" "$(awk -v s="$best" 'BEGIN{print s/1e9}')"
 done
 echo "peak RSS (VmHWM) after the run:"
 for p in haproxy:$HAPID nginx:$NGPID migrate:$MGPID; do
