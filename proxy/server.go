@@ -26,6 +26,8 @@ type Options struct {
 	// configuration names it; a listener at that address uses the socket
 	// instead of binding its own.
 	Inherited map[string]net.Listener
+	// InheritedPacket are UDP sockets opened elsewhere, like Inherited.
+	InheritedPacket map[string]net.PacketConn
 }
 
 // Server runs a configuration: listeners, health checks, the control
@@ -165,6 +167,8 @@ func (s *Server) bind(in *instance) error {
 		switch {
 		case lc.Kind != KindUDP && s.opts.Inherited[addr] != nil:
 			sk.ln = s.opts.Inherited[addr]
+		case lc.Kind == KindUDP && s.opts.InheritedPacket[addr] != nil:
+			sk.pc = s.opts.InheritedPacket[addr]
 		case lc.Kind == KindUDP:
 			sk.pc, err = net.ListenPacket("udp", addr)
 		default:
