@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -159,7 +160,7 @@ func (s *scanner) file(path string, depth int) {
 }
 
 // nginxStatements splits an nginx file into statements at ';', '{' and '}'.
-func nginxStatements(f *os.File) []stmt {
+func nginxStatements(f io.Reader) []stmt {
 	var out []stmt
 	var cur stmt
 	br := bufio.NewScanner(f)
@@ -218,7 +219,7 @@ func splitNginx(line string) []string {
 }
 
 // lineStatements is one statement per non-empty line (Apache, main.cf).
-func lineStatements(f *os.File) []stmt {
+func lineStatements(f io.Reader) []stmt {
 	var out []stmt
 	br := bufio.NewScanner(f)
 	br.Buffer(make([]byte, 64<<10), 1<<20)

@@ -235,3 +235,19 @@ func TestHave(t *testing.T) {
 		t.Fatalf("have = %+v, %v", r, err)
 	}
 }
+
+func FuzzNginxStatements(f *testing.F) {
+	f.Add("http { allow 1.2.3.4; include 'a b'; log_format x \"$http_x_forwarded_for\"; }")
+	f.Add("if ($remote_addr = \"1\") { return 403; } # c")
+	f.Add("\"unterminated ; { }")
+	root := f.TempDir()
+	f.Fuzz(func(t *testing.T, conf string) {
+		sc := &scanner{root: root, cs: &ConfigScan{Kind: "nginx"}, seen: map[string]bool{}}
+		for _, st := range nginxStatements(strings.NewReader(conf)) {
+			if len(st.words) == 0 || st.line < 1 {
+				t.Fatalf("empty statement or bad line: %+v", st)
+			}
+			sc.statement("/etc/nginx/nginx.conf", st, 9) // depth 9: includes are not followed
+		}
+	})
+}
