@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/migrate-tool/migrate/capture"
 	"github.com/migrate-tool/migrate/internal/host"
 	"github.com/migrate-tool/migrate/transfer"
 )
@@ -22,6 +24,8 @@ func init() {
 type TransferOptions struct {
 	F       *Factory
 	Archive string
+	From    string // capture from this host instead of reading Archive
+	Service string // with From: the service to capture
 	To      string
 	Name    string
 	Dest    string
@@ -32,7 +36,7 @@ type TransferOptions struct {
 func NewCmdTransfer(f *Factory, runF func(*TransferOptions) error) *cobra.Command {
 	opts := &TransferOptions{F: f}
 	cmd := &cobra.Command{
-		Use:   "transfer ARCHIVE --to HOST",
+		Use:   "transfer {ARCHIVE | --from OLD --service NAME} --to HOST",
 		Short: "Ship a capture archive into a chroot on the target host, sending only what it lacks",
 		Long: `Ship a capture archive into DEST/NAME/root on HOST (default /srv/migrate/NAME/root)
 through the agent over one SSH connection. The target first reports which
@@ -42,13 +46,31 @@ those are copied there, the rest is sent as one zstd-compressed stream. Every
 file is checked against its sha256 on the target and renamed into place only
 then; the root is marked complete only after all of them verified. Run the
 same command again after an interruption: only what is missing is sent.
-A delta archive (capture --since) applies on top of the complete root.`,
+A delta archive (capture --since) applies on top of the complete root.
+With --from OLD --service NAME the service is captured first (as migrate
+capture does) into a temporary archive that is removed afterwards.`,
 		Example: `  migrate transfer nginx.tar.zst --to ssh://root@10.231.0.2
   migrate transfer dns.tar.zst --to new1 --name dns --dest /var/lib/chroots
-  migrate transfer nginx-delta.tar.zst --to new1 --json`,
-		Args: cobra.ExactArgs(1),
+  migrate transfer nginx-delta.tar.zst --to new1 --json
+  migrate transfer --from ssh://root@10.231.0.1 --service nginx --to ssh://root@10.231.0.2`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.Archive = args[0]
+			switch {
+			case opts.From != "" && len(args) > 0:
+				return usagef("give either ARCHIVE or --from HOST, not both")
+			case opts.From != "" && opts.Service == "":
+				return usagef("--from needs --service NAME")
+			case opts.From == "" && len(args) == 0:
+				return usagef("give the ARCHIVE to ship, or --from HOST --service NAME")
+			case opts.From == "" && opts.Service != "":
+				return usagef("--service is for --from; an archive names its service itself")
+			case opts.From != "":
+				if _, err := host.ParseSpec(opts.From); err != nil {
+					return usagef("%v", err)
+				}
+			default:
+				opts.Archive = args[0]
+			}
 			if opts.To == "" {
 				return usagef("--to HOST is required")
 			}
@@ -66,6 +88,8 @@ A delta archive (capture --since) applies on top of the complete root.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&opts.To, "to", "", "target host (local, user@host[:port], ssh://user@host:port)")
+	fl.StringVar(&opts.From, "from", "", "capture the service on this host first instead of reading an archive")
+	fl.StringVar(&opts.Service, "service", "", "with --from: the service to capture (as for migrate capture)")
 	fl.StringVar(&opts.Name, "name", "", "service name on the target (default: the archive's service)")
 	fl.StringVar(&opts.Dest, "dest", transfer.DefaultDest, "directory on the target holding NAME/root")
 	fl.BoolVar(&opts.NoReuse, "no-reuse", false, "send every file, even those the target already holds")
@@ -83,6 +107,16 @@ func transferNameOr(n string) string {
 
 func transferRun(ctx context.Context, opts *TransferOptions) error {
 	f := opts.F
+	if opts.From != "" {
+		dir, err := os.MkdirTemp("", "migrate-transfer-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		if opts.Archive, err = captureTo(ctx, f, opts.From, opts.Service, dir); err != nil {
+			return err
+		}
+	}
 	h, err := f.OpenHost(ctx, opts.To)
 	if err != nil {
 		return err
@@ -113,6 +147,30 @@ func transferRun(ctx context.Context, opts *TransferOptions) error {
 		human(st.BytesArchive), human(st.BytesSent), human(st.BytesSaved), saved, human(st.BytesPresent), human(st.BytesReused))
 	fmt.Fprintf(f.IO.Out, "took %s\n", st.Duration.Round(time.Millisecond))
 	return nil
+}
+
+// captureTo captures service on from into an archive in dir.
+func captureTo(ctx context.Context, f *Factory, from, service, dir string) (string, error) {
+	arch := filepath.Join(dir, "capture.tar.zst")
+	p := capture.RunParams{Options: capture.Options{Service: service, Trace: capture.TraceAuto}}
+	if from == "local" {
+		p.Output = arch
+	} else {
+		p.Host = from
+	}
+	h, err := f.OpenHost(ctx, from)
+	if err != nil {
+		return "", err
+	}
+	defer h.Close()
+	res, err := capture.Fetch(ctx, h, p, arch)
+	if err != nil {
+		return "", fmt.Errorf("capture %s on %s: %w", service, from, err)
+	}
+	for _, n := range res.Notes {
+		fmt.Fprintf(f.IO.ErrOut, "migrate: note: %s\n", n)
+	}
+	return arch, nil
 }
 
 // transferProgress shows a progress bar on a terminal, or NDJSON status

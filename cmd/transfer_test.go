@@ -21,7 +21,10 @@ func TestTransferFlags(t *testing.T) {
 		wantErr string
 	}{
 		{[]string{"transfer", "a.tar.zst"}, "--to HOST is required"},
-		{[]string{"transfer"}, "accepts 1 arg(s), received 0"},
+		{[]string{"transfer", "--to", "local"}, "give the ARCHIVE to ship, or --from HOST --service NAME"},
+		{[]string{"transfer", "a.tar.zst", "--from", "local", "--to", "local"}, "give either ARCHIVE or --from HOST, not both"},
+		{[]string{"transfer", "--from", "local", "--to", "local"}, "--from needs --service NAME"},
+		{[]string{"transfer", "a.tar.zst", "--service", "nginx", "--to", "local"}, "--service is for --from; an archive names its service itself"},
 		{[]string{"transfer", "a.tar.zst", "--to", "local", "--name", "../x"}, `bad service name "../x"`},
 		{[]string{"transfer", "a.tar.zst", "--to", "local", "--dest", "rel/dir"}, `--dest "rel/dir" is not an absolute path`},
 		{[]string{"service", "start", "web", "--dest", "/srv/x"}, "--on HOST is required"},

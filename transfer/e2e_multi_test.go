@@ -52,7 +52,11 @@ zone "example.test" { type primary; file "example.test.db"; };
 	old.Start(t, "postfix", "postfix", "-c", "/srv/pf", "start-fg")
 	testbed.WaitFor(t, "postfix on old", 20*time.Second, func() error { return smtp(bed, old.Addr, "on old") })
 
-	for _, c := range []struct{ name, service string }{{"web", "nginx"}, {"dns", "bind9"}, {"mail", "postfix"}} {
+	// nginx straight from old (captured into a temporary archive).
+	if _, stderr, code := bed.Migrate(t, "transfer", "--from", old.SSHSpec(), "--service", "nginx", "--to", bed.New.SSHSpec(), "--name", "web"); code != 0 {
+		t.Fatalf("transfer --from: %s", stderr)
+	}
+	for _, c := range []struct{ name, service string }{{"dns", "bind9"}, {"mail", "postfix"}} {
 		archive := filepath.Join(t.TempDir(), c.name+".tar.zst")
 		if _, stderr, code := bed.Migrate(t, "capture", "--from", old.SSHSpec(), "--service", c.service, "-o", archive); code != 0 {
 			t.Fatalf("capture %s: %s", c.service, stderr)
