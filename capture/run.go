@@ -229,10 +229,14 @@ func runTrace(ctx context.Context, mode string, s *service, argv []string) trace
 		return traceOutcome{}
 	}
 	var addrs []string
+	var tcp []int
 	for _, p := range s.ports {
 		addrs = append(addrs, p.Addr)
+		if strings.HasPrefix(p.Proto, "tcp") {
+			tcp = append(tcp, p.Port)
+		}
 	}
-	res, err := traceStart(ctx, argv, s.main.Cwd, s.main.Env, addrs)
+	res, err := traceStart(ctx, argv, s.main.Cwd, s.main.Env, addrs, tcp)
 	return traceOutcome{res, err}
 }
 
@@ -484,8 +488,12 @@ func Run(ctx context.Context, opts Options, w io.Writer) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	if err := Write(w, m, sp.open); err != nil {
 		return nil, fmt.Errorf("send archive: %w", err)
+	}
+	if opts.Logger != nil {
+		opts.Logger.Debug("archive written", "took", time.Since(start))
 	}
 	return m, nil
 }

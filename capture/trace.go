@@ -27,6 +27,7 @@ type traceResult struct {
 var (
 	traceTimeout = 20 * time.Second
 	traceSettle  = 400 * time.Millisecond
+	traceQuick   = 150 * time.Millisecond // once the service's TCP ports listen
 )
 
 // traceStart runs argv under strace in throwaway mount, network, PID, IPC
@@ -34,7 +35,7 @@ var (
 // (all writes go to a tmpfs), so the traced copy binds no real port and
 // changes nothing on disk. addrs are the live service's listen addresses,
 // put on a dummy interface so that binding them succeeds.
-func traceStart(ctx context.Context, argv []string, cwd string, env []string, addrs []string) (*traceResult, error) {
+func traceStart(ctx context.Context, argv []string, cwd string, env []string, addrs []string, tcpPorts []int) (*traceResult, error) {
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("tracing the start-up needs root (namespaces and overlay mounts)")
 	}
@@ -58,7 +59,7 @@ func traceStart(ctx context.Context, argv []string, cwd string, env []string, ad
 	if err := os.Mkdir(scratch, 0o700); err != nil {
 		return nil, err
 	}
-	script := traceScript(scratch, out, strace, argv, cwd, addrs, overlayMounts())
+	script := traceScript(scratch, out, strace, argv, cwd, addrs, tcpPorts, overlayMounts())
 	ctx, cancel := context.WithTimeout(ctx, traceTimeout+10*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "unshare", "--mount", "--net", "--pid", "--fork", "--ipc", "--uts",
@@ -116,7 +117,7 @@ func unescapeMount(s string) string {
 func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // traceScript is the shell run inside the new namespaces.
-func traceScript(scratch, out, strace string, argv []string, cwd string, addrs []string, mounts []string) string {
+func traceScript(scratch, out, strace string, argv []string, cwd string, addrs []string, tcpPorts []int, mounts []string) string {
 	var b strings.Builder
 	w := func(f string, a ...any) { fmt.Fprintf(&b, f+"\n", a...) }
 	w("set -e")
@@ -156,14 +157,23 @@ func traceScript(scratch, out, strace string, argv []string, cwd string, addrs [
 	w("set +e")
 	w("chroot $M sh -c 'cd \"$1\" 2>/dev/null || cd /; shift; exec \"$@\"' sh %s %s -f -I1 -qq -s 512 -ff -o /.migrate-trace/t -e trace=%%file,%%process,chdir,fchdir -- %s </dev/null >/dev/null 2>&1 &",
 		shq(cwd), shq(strace), strings.Join(q, " "))
-	w("pid=$!; prev=-1; same=0; n=0")
-	settle := int(traceSettle / (50 * time.Millisecond))
-	limit := int(traceTimeout / (50 * time.Millisecond))
-	w("while [ $n -lt %d ]; do", limit)
+	// Settled: the trace has not grown for traceSettle, or for traceQuick
+	// once every TCP port of the live service listens in the namespace.
+	w("pid=$!; prev=-1; same=0; n=0; need=%d", int(traceSettle/(50*time.Millisecond)))
+	w("up() {")
+	if len(tcpPorts) == 0 {
+		w("  return 1")
+	}
+	for _, p := range tcpPorts {
+		w("  grep -q ':%04X [0-9A-F:]* 0A ' /proc/net/tcp /proc/net/tcp6 2>/dev/null || return 1", p)
+	}
+	w("}")
+	w("while [ $n -lt %d ]; do", int(traceTimeout/(50*time.Millisecond)))
 	w("  kill -0 $pid 2>/dev/null || break")
 	w("  s=$(cat %s/t.* 2>/dev/null | wc -c)", shq(out))
 	w("  if [ \"$s\" = \"$prev\" ] && [ \"$s\" -gt 0 ]; then same=$((same+1)); else same=0; fi")
-	w("  [ $same -ge %d ] && break", settle)
+	w("  [ $same -ge $need ] && break")
+	w("  [ $same -ge %d ] && up && break", int(traceQuick/(50*time.Millisecond)))
 	w("  prev=$s; n=$((n+1)); sleep 0.05")
 	w("done")
 	w("kill -TERM $pid 2>/dev/null; exit 0")
