@@ -198,7 +198,7 @@ func (p *transferProgress) update(pr transfer.Progress) {
 		return
 	}
 	if p.bar == nil || pr.Total != p.bar.GetMax64() {
-		p.bar = progressbar.NewOptions64(pr.Total, progressbar.OptionSetWriter(errf), progressbar.OptionShowBytes(true),
+		p.bar = progressbar.NewOptions64(pr.Total, progressbar.OptionSetWriter(errf), progressbar.OptionShowBytes(true), progressbar.OptionShowCount(),
 			progressbar.OptionSetDescription("sending"), progressbar.OptionThrottle(100*time.Millisecond),
 			progressbar.OptionShowElapsedTimeOnFinish(), progressbar.OptionClearOnFinish())
 	}
