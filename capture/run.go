@@ -101,6 +101,10 @@ func Collect(ctx context.Context, opts Options) (*Manifest, error) {
 		}
 	}
 	s.prof.data(c, s)
+	prefetched := func() {}
+	if c.snap != nil { // copy what is known while the start-up is traced
+		prefetched = c.snap.prefetch(ctx, c.sorted())
+	}
 	if err := c.applyTrace(<-traced, opts.Trace); err != nil {
 		return nil, err
 	}
@@ -123,6 +127,7 @@ func Collect(ctx context.Context, opts Options) (*Manifest, error) {
 	acc := c.acc
 	c.addParents()
 	pk.prefetch(c.sorted())
+	prefetched()
 	es, err := c.entries(ctx, acc, pk.owner)
 	if err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/migrate-tool/migrate/internal/hint"
 )
@@ -31,6 +32,23 @@ type spool struct {
 type spoolLoc struct {
 	file      int
 	off, size int64
+	sum       string
+	stat      fileStamp // the file as it was when copied
+}
+
+// fileStamp identifies a file's content cheaply: if none of these changed,
+// a copy taken earlier is still current.
+type fileStamp struct {
+	ino, size int64
+	mtime     time.Time
+}
+
+func stampOf(fi os.FileInfo) fileStamp {
+	st := fileStamp{size: fi.Size(), mtime: fi.ModTime()}
+	if t := statT(fi); t != nil {
+		st.ino = int64(t.Ino)
+	}
+	return st
 }
 
 func newSpool() (*spool, error) {
@@ -70,7 +88,7 @@ func (s *spool) take(w int, e *Entry) (note string, err error) {
 	sf := s.files[w]
 	for attempt := 1; ; attempt++ {
 		off := s.offs[w]
-		n, sum, stable, err := copyStable(sf, e.Path)
+		n, sum, stamp, stable, err := copyStable(sf, e.Path)
 		if err != nil {
 			sf.Truncate(off)
 			sf.Seek(off, io.SeekStart)
@@ -79,7 +97,7 @@ func (s *spool) take(w int, e *Entry) (note string, err error) {
 		if stable || attempt == 3 {
 			s.offs[w] = off + n
 			s.mu.Lock()
-			s.loc[e.Path] = spoolLoc{file: w, off: off, size: n}
+			s.loc[e.Path] = spoolLoc{file: w, off: off, size: n, sum: sum, stat: stamp}
 			s.mu.Unlock()
 			e.Size, e.SHA256 = n, sum
 			if !stable {
@@ -98,31 +116,77 @@ func (s *spool) take(w int, e *Entry) (note string, err error) {
 
 // copyStable appends the file at path to dst and reports whether it
 // stayed unchanged (size, mtime) during the read.
-func copyStable(dst io.Writer, path string) (n int64, sum string, stable bool, err error) {
+func copyStable(dst io.Writer, path string) (n int64, sum string, stamp fileStamp, stable bool, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, "", false, err
+		return 0, "", stamp, false, err
 	}
 	defer f.Close()
 	before, err := f.Stat()
 	if err != nil {
-		return 0, "", false, err
+		return 0, "", stamp, false, err
 	}
 	h := sha256.New()
 	n, err = io.Copy(io.MultiWriter(dst, h), f)
 	if err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) && pe.Path != path {
-			return 0, "", false, spoolError(err) // the spool write failed
+			return 0, "", stamp, false, spoolError(err) // the spool write failed
 		}
-		return 0, "", false, err
+		return 0, "", stamp, false, err
 	}
 	after, err := f.Stat()
 	if err != nil {
-		return 0, "", false, err
+		return 0, "", stamp, false, err
 	}
-	stable = before.Size() == after.Size() && before.ModTime().Equal(after.ModTime()) && n == after.Size()
-	return n, hex.EncodeToString(h.Sum(nil)), stable, nil
+	stamp = stampOf(after)
+	stable = stampOf(before) == stamp && n == after.Size()
+	return n, hex.EncodeToString(h.Sum(nil)), stamp, stable, nil
+}
+
+// reuse fills e from an earlier copy if the file has not changed since.
+func (s *spool) reuse(e *Entry) bool {
+	s.mu.Lock()
+	l, ok := s.loc[e.Path]
+	s.mu.Unlock()
+	if !ok {
+		return false
+	}
+	fi, err := os.Lstat(e.Path)
+	if err != nil || !fi.Mode().IsRegular() || stampOf(fi) != l.stat {
+		return false
+	}
+	e.Size, e.SHA256 = l.size, l.sum
+	return true
+}
+
+// prefetch copies the regular files among paths into the spool in the
+// background (while the start-up is traced); snapAll later reuses every
+// copy whose file is unchanged. wait blocks until it is done.
+func (s *spool) prefetch(ctx context.Context, paths []string) (wait func()) {
+	var wg sync.WaitGroup
+	idx := make(chan string)
+	for w := 0; w < spoolWorkers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for p := range idx {
+				s.take(w, &Entry{Path: p, Type: TypeFile}) // errors: retried by snapAll
+			}
+		}(w)
+	}
+	go func() {
+		defer close(idx)
+		for _, p := range paths {
+			if ctx.Err() != nil {
+				return
+			}
+			if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() {
+				idx <- p
+			}
+		}
+	}()
+	return wg.Wait
 }
 
 // open is the Opener that serves bodies from the spool.
@@ -147,7 +211,9 @@ func (c *collector) snapAll(ctx context.Context, es []Entry) error {
 		go func(w int) {
 			defer wg.Done()
 			for i := range idx {
-				notes[i], errs[i] = c.snap.take(w, &es[i])
+				if !c.snap.reuse(&es[i]) {
+					notes[i], errs[i] = c.snap.take(w, &es[i])
+				}
 			}
 		}(w)
 	}
