@@ -87,8 +87,10 @@ func (b *backend) String() string { return b.addr }
 // usable reports whether the backend may receive new requests.
 func (b *backend) usable() bool { return b.alive.Load() && !b.disabled.Load() }
 
-// get returns an idle pooled connection or dials a new one.
-func (b *backend) get(ctx context.Context, cc *clientConn) (*bconn, error) {
+// get returns an idle pooled connection or dials a new one. Requests that
+// must not be retried (safe false) take only connections idle for less
+// than a second, so they rarely meet one the backend is closing.
+func (b *backend) get(ctx context.Context, cc *clientConn, safe bool) (*bconn, error) {
 	if b.cfg.ProxyProtocol != 0 {
 		// A PROXY header names one client: such connections are reused
 		// only by the client connection that opened them.
@@ -100,11 +102,15 @@ func (b *backend) get(ctx context.Context, cc *clientConn) (*bconn, error) {
 		return b.dial(ctx, cc)
 	}
 	now := time.Now()
+	limit := maxIdleTime
+	if !safe {
+		limit = time.Second
+	}
 	b.mu.Lock()
 	for n := len(b.idle); n > 0; n = len(b.idle) {
 		bc := b.idle[n-1]
 		b.idle = b.idle[:n-1]
-		if now.Sub(bc.idleAt) < maxIdleTime {
+		if now.Sub(bc.idleAt) < limit {
 			b.mu.Unlock()
 			bc.reused = true
 			return bc, nil

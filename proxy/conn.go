@@ -150,7 +150,7 @@ func (cc *clientConn) handle(ctx context.Context) bool {
 			bc, err = b.dial(ctx, cc)
 			fresh = false
 		} else {
-			bc, err = b.get(ctx, cc)
+			bc, err = b.get(ctx, cc, idem && !hasBody)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -195,9 +195,10 @@ var errStale = errors.New("stale backend connection")
 
 // exchange sends the request over bc and relays the response.
 func (cc *clientConn) exchange(b *backend, bc *bconn, svc *service, skey string, start time.Time) (bool, error) {
-	req, resp := &cc.req, &cc.resp
+	req := &cc.req
 	cc.writeRequestHead(bc.ep.bw, b)
-	if req.expect100 && req.contentLength != 0 {
+	sentBody := !req.expect100 || req.contentLength == 0
+	if !sentBody {
 		if err := bc.ep.bw.Flush(); err != nil {
 			bc.close()
 			return cc.backendFailed(b, svc, bc, err, start), errStaleIf(bc, err)
@@ -205,7 +206,20 @@ func (cc *clientConn) exchange(b *backend, bc *bconn, svc *service, skey string,
 	} else if err := cc.sendBody(bc); err != nil {
 		return cc.bodyFailed(b, svc, bc, err, start)
 	}
-	sentBody := !req.expect100 || req.contentLength == 0
+	if keep, ok, err := cc.awaitResponse(b, bc, svc, start, &sentBody); !ok {
+		return keep, err
+	}
+	if cc.resp.status == 101 {
+		return cc.upgrade(b, bc, svc, skey, start), nil
+	}
+	return cc.relayResponse(b, bc, svc, skey, start, sentBody), nil
+}
+
+// awaitResponse reads the response head, relaying 1xx responses and
+// sending a withheld body after 100 Continue. ok is false when the
+// exchange ended here, with exchange's results in keep and err.
+func (cc *clientConn) awaitResponse(b *backend, bc *bconn, svc *service, start time.Time, sentBody *bool) (keep, ok bool, err error) {
+	resp := &cc.resp
 	for {
 		bc.ep.conn.SetReadDeadline(time.Now().Add(b.timeout))
 		if err := resp.readResponse(bc.ep.br); err != nil {
@@ -213,43 +227,44 @@ func (cc *clientConn) exchange(b *backend, bc *bconn, svc *service, skey string,
 			if isTimeout(err) {
 				b.m.failures.Inc()
 				b.setAlive(false, "response timeout")
-				return cc.writeError(504, svc, start), nil
+				return cc.writeError(504, svc, start), false, nil
 			}
 			if len(resp.buf) == 0 && (err == io.EOF || errors.Is(err, syscall.ECONNRESET)) {
 				// Closed before any byte of the response: nothing reached
 				// the client, so an idempotent request may go elsewhere.
-				return false, errStale
+				return false, false, errStale
 			}
-			return cc.writeError(502, svc, start), nil
+			return cc.writeError(502, svc, start), false, nil
 		}
 		if resp.status >= 200 || resp.status == 101 {
-			break
+			return false, true, nil
 		}
-		// 1xx: pass on, and send the body once the backend asked for it.
 		cc.writeInterim()
 		if err := cc.ep.bw.Flush(); err != nil {
 			bc.close()
-			return false, nil
+			return false, false, nil
 		}
-		if resp.status == 100 && !sentBody {
+		if resp.status == 100 && !*sentBody {
 			if err := cc.sendBody(bc); err != nil {
-				return cc.bodyFailed(b, svc, bc, err, start)
+				keep, err := cc.bodyFailed(b, svc, bc, err, start)
+				return keep, false, err
 			}
-			sentBody = true
+			*sentBody = true
 		}
 	}
-	if resp.status == 101 {
-		if !req.connUpgrade {
-			bc.close()
-			return cc.writeError(502, svc, start), nil
-		}
-		cc.writeResponseHead(b, svc, skey, true, false)
-		cc.logRequest(svc, b, resp.status, 0, start)
-		b.m.count(101)
-		cc.tunnel(bc)
-		return false, nil
+}
+
+// upgrade completes a 101 Switching Protocols and splices the connections.
+func (cc *clientConn) upgrade(b *backend, bc *bconn, svc *service, skey string, start time.Time) bool {
+	if !cc.req.connUpgrade {
+		bc.close()
+		return cc.writeError(502, svc, start)
 	}
-	return cc.relayResponse(b, bc, svc, skey, start, sentBody), nil
+	cc.writeResponseHead(b, svc, skey, true, false)
+	cc.logRequest(svc, b, 101, 0, start)
+	b.m.count(101)
+	cc.tunnel(bc)
+	return false
 }
 
 func errStaleIf(bc *bconn, err error) error {
