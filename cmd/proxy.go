@@ -145,11 +145,16 @@ func newLogger(f *Factory) *slogLogger {
 func proxyRun(ctx context.Context, opts *ProxyOptions) error {
 	f := opts.Factory
 	cfg, err := loadProxyConfig(opts)
+	if opts.Check && f.JSON {
+		printCheckJSON(f, opts.File, cfg, err)
+	}
 	if err != nil {
 		return err
 	}
 	if opts.Check {
-		fmt.Fprintf(opts.IO.Out, "Config file %s is OK\n", cfg.File)
+		if !f.JSON {
+			fmt.Fprintf(opts.IO.Out, "Config file %s is OK\n", cfg.File)
+		}
 		return nil
 	}
 	if opts.PoundMode && cfg.Daemon && !opts.Foreground && os.Getenv(daemonEnv) == "" {
@@ -221,6 +226,34 @@ func serveUntilStopped(ctx context.Context, opts *ProxyOptions, srv *proxy.Serve
 	}
 }
 
+// checkDiag is one problem or warning in `proxy -c --json` output.
+type checkDiag struct {
+	Pos     string `json:"pos"`
+	Message string `json:"message"`
+}
+
+// printCheckJSON prints the result of a check as one summary record.
+func printCheckJSON(f *Factory, file string, cfg *proxy.Config, err error) {
+	rec := struct {
+		File     string      `json:"file"`
+		OK       bool        `json:"ok"`
+		Problems []checkDiag `json:"problems"`
+		Warnings []checkDiag `json:"warnings"`
+	}{File: file, OK: err == nil, Problems: []checkDiag{}, Warnings: []checkDiag{}}
+	var ce *proxy.ConfigError
+	if errors.As(err, &ce) {
+		for _, d := range ce.Diags {
+			rec.Problems = append(rec.Problems, checkDiag{d.Pos.String(), d.Msg})
+		}
+	}
+	if cfg != nil {
+		for _, w := range cfg.Warnings {
+			rec.Warnings = append(rec.Warnings, checkDiag{w.Pos.String(), w.Msg})
+		}
+	}
+	f.printJSON("summary", rec)
+}
+
 // loadProxyConfig parses the file (printing warnings) or builds the
 // configuration from the flags.
 func loadProxyConfig(opts *ProxyOptions) (*proxy.Config, error) {
@@ -238,7 +271,7 @@ func loadProxyConfig(opts *ProxyOptions) (*proxy.Config, error) {
 			for _, d := range ce.Diags {
 				fmt.Fprintln(opts.IO.ErrOut, d.String())
 			}
-			return nil, hint.With(fmt.Errorf("%s: %d problem%s found", opts.File, len(ce.Diags), map[bool]string{true: "s"}[len(ce.Diags) != 1]),
+			return cfg, hint.With(&configProblems{file: opts.File, err: ce},
 				"fix the lines above and run `migrate proxy -c -f FILE` again")
 		}
 		if err != nil {
@@ -255,6 +288,19 @@ func loadProxyConfig(opts *ProxyOptions) (*proxy.Config, error) {
 	}
 	return cfg, nil
 }
+
+// configProblems summarises a *proxy.ConfigError whose lines were printed.
+type configProblems struct {
+	file string
+	err  *proxy.ConfigError
+}
+
+func (e *configProblems) Error() string {
+	n := len(e.err.Diags)
+	return fmt.Sprintf("%s: %d problem%s found", e.file, n, map[bool]string{true: "s"}[n != 1])
+}
+
+func (e *configProblems) Unwrap() error { return e.err }
 
 // lineWriter sends each line as its own syslog message.
 type lineWriter struct{ w io.Writer }

@@ -113,3 +113,17 @@ func TestProxyRunQuickAndCtl(t *testing.T) {
 		}
 	}
 }
+
+func TestProxyCheckJSON(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "bad.cfg")
+	os.WriteFile(bad, []byte("HeadRequire x\nListenHTTP\nPort 0\nEnd\n"), 0o600)
+	out, _, code := runArgv(context.Background(), "migrate", "--json", "proxy", "-c", "-f", bad)
+	if code != 1 || !strings.Contains(out, `"type":"summary"`) || !strings.Contains(out, `"ok":false`) ||
+		!strings.Contains(out, `{"message":"Port: \"0\" is not a number from 1 to 65535","pos":"`+bad+`:3.6"}`) {
+		t.Fatalf("code %d out %s", code, out)
+	}
+	out, _, code = runArgv(context.Background(), "migrate", "--json", "proxy", "-c", "-f", "../proxy/testdata/seeds/001-failover.cfg")
+	if code != 0 || !strings.Contains(out, `"ok":true`) || !strings.Contains(out, `HeadRequire is deprecated`) {
+		t.Fatalf("code %d out %s", code, out)
+	}
+}
