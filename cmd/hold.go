@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -29,22 +28,34 @@ type proxyForwarder struct {
 	log  *slog.Logger
 }
 
-func (p *proxyForwarder) Serve(ctx context.Context, ln net.Listener) error {
+func (p *proxyForwarder) Serve(ctx context.Context, held migrate.Held) error {
 	cfg, err := proxy.QuickConfig(proxy.QuickOptions{Listen: p.opts.Listen, To: p.opts.Backend, Mode: p.opts.Mode})
 	if err != nil {
 		return err
 	}
-	var alog io.Writer
+	po := proxy.Options{Logger: p.log}
+	if held.TCP != nil {
+		po.Inherited = map[string]net.Listener{p.opts.Listen: held.TCP}
+	} else {
+		cfg.Listeners = nil
+	}
+	if held.UDP != nil {
+		udp, err := proxy.QuickConfig(proxy.QuickOptions{Listen: p.opts.Listen, To: p.opts.Backend, Mode: "udp"})
+		if err != nil {
+			return err
+		}
+		cfg.Listeners = append(cfg.Listeners, udp.Listeners...)
+		po.InheritedPacket = map[string]net.PacketConn{p.opts.Listen: held.UDP}
+	}
 	if p.opts.AccessLog != "" {
 		f, err := os.OpenFile(p.opts.AccessLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 		if err != nil {
 			return fmt.Errorf("access log: %w", err)
 		}
 		defer f.Close()
-		alog = f
+		po.AccessLog = f
 	}
-	srv, err := proxy.NewServer(cfg, proxy.Options{Logger: p.log, AccessLog: alog,
-		Inherited: map[string]net.Listener{p.opts.Listen: ln}})
+	srv, err := proxy.NewServer(cfg, po)
 	if err != nil {
 		return err
 	}
@@ -76,7 +87,6 @@ func NewCmdHold(f *Factory) *cobra.Command {
 			if err := json.Unmarshal(b, &opts); err != nil {
 				return fmt.Errorf("%s: %w", optsFile, err)
 			}
-			opts.ListenFD = 3
 			log := slog.New(slog.NewTextHandler(f.IO.ErrOut, nil)).With("hold", opts.Listen)
 			return migrate.Hold(cmd.Context(), opts, log)
 		},

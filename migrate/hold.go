@@ -13,15 +13,23 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/migrate-tool/migrate/internal/takeover"
 )
 
+// Held are the sockets of a service's address, taken over from it.
+type Held struct {
+	TCP net.Listener   // all its TCP listening sockets, merged; nil if none
+	UDP net.PacketConn // all its UDP sockets, merged; nil if none
+}
+
 // Forwarder serves the held address once it is released: it accepts from
-// ln and forwards to the new host until ctx ends, then stops accepting and
-// returns (connections in progress may finish in the background). Closing
-// ln only stops Accept: the socket itself stays open, so that a rollback
-// can hand it back to the old service.
+// the held sockets and forwards to the new host until ctx ends, then
+// stops and returns (connections in progress may finish meanwhile). It
+// may close what it is given: those are duplicates, and the holder keeps
+// the sockets themselves open for a rollback.
 type Forwarder interface {
-	Serve(ctx context.Context, ln net.Listener) error
+	Serve(ctx context.Context, held Held) error
 }
 
 // NewForwarder builds the forwarder of a holding proxy from its options.
@@ -30,14 +38,16 @@ var NewForwarder func(opts HoldOptions, log *slog.Logger) (Forwarder, error)
 
 // HoldOptions configure the holding proxy daemon on the old host.
 type HoldOptions struct {
-	// ListenFD is the inherited listening socket (a duplicate of the old
+	// TCPFDs and UDPFDs are the inherited sockets (duplicates of the old
 	// service's, from internal/takeover).
-	ListenFD int `json:"-"`
-	// Listen is the address the socket is bound to (informational).
+	TCPFDs []int `json:"tcp_fds"`
+	UDPFDs []int `json:"udp_fds,omitempty"`
+	// Listen is the address the sockets are bound to, ADDR:PORT.
 	Listen string `json:"listen"`
 	// Backend is where released connections go: NEWADDR:PORT.
 	Backend string `json:"backend"`
-	// Mode is "http" or "tcp".
+	// Mode is "http" or "tcp" (for the TCP sockets; UDP is forwarded as
+	// datagrams).
 	Mode string `json:"mode"`
 	// ControlSocket is the Unix socket the daemon answers on.
 	ControlSocket string `json:"control_socket"`
@@ -76,12 +86,22 @@ type HoldReply struct {
 // it keeps the inherited listening socket open without accepting (so the
 // kernel queues new connections) until told to release it.
 func Hold(ctx context.Context, opts HoldOptions, log *slog.Logger) error {
-	f := os.NewFile(uintptr(opts.ListenFD), "listener")
-	ln, err := net.FileListener(f)
-	if err != nil {
-		return fmt.Errorf("inherited listener: %w", err)
+	h := &holder{opts: opts, log: log, done: make(chan error, 1)}
+	for _, fd := range opts.TCPFDs {
+		h.tcp = append(h.tcp, os.NewFile(uintptr(fd), fmt.Sprintf("tcp-%d", fd)))
 	}
-	// f stays open: it is the copy handed back on rollback.
+	for _, fd := range opts.UDPFDs {
+		h.udp = append(h.udp, os.NewFile(uintptr(fd), fmt.Sprintf("udp-%d", fd)))
+	}
+	if len(h.tcp)+len(h.udp) == 0 {
+		return errors.New("no socket to hold")
+	}
+	// The sockets must be what they claim before anything is promised.
+	held, err := h.held()
+	if err != nil {
+		return err
+	}
+	closeHeld(held)
 	os.Remove(opts.ControlSocket)
 	ctl, err := net.Listen("unix", opts.ControlSocket)
 	if err != nil {
@@ -91,8 +111,8 @@ func Hold(ctx context.Context, opts HoldOptions, log *slog.Logger) error {
 	defer ctl.Close()
 	if opts.HoldTimeout == 0 {
 		opts.HoldTimeout = 60 * time.Second
+		h.opts.HoldTimeout = opts.HoldTimeout
 	}
-	h := &holder{opts: opts, ln: ln, file: f, log: log, done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	h.cancel = cancel
@@ -112,6 +132,7 @@ func Hold(ctx context.Context, opts HoldOptions, log *slog.Logger) error {
 	}()
 	select {
 	case <-ctx.Done():
+		h.stopForwarding()
 		return nil
 	case err := <-h.done:
 		return err
@@ -120,8 +141,7 @@ func Hold(ctx context.Context, opts HoldOptions, log *slog.Logger) error {
 
 type holder struct {
 	opts     HoldOptions
-	ln       net.Listener
-	file     *os.File
+	tcp, udp []*os.File // the held sockets; closed only when the process exits
 	log      *slog.Logger
 	cancel   context.CancelFunc
 	mu       sync.Mutex
@@ -131,32 +151,38 @@ type holder struct {
 	done     chan error
 }
 
-// keepOpen is a listener whose Close only makes Accept return: the socket
-// stays open for the holder.
-type keepOpen struct {
-	*net.TCPListener
-	closed chan struct{}
-	once   sync.Once
-}
-
-func (k *keepOpen) Accept() (net.Conn, error) {
-	c, err := k.TCPListener.Accept()
-	if err != nil {
-		select {
-		case <-k.closed:
-			return nil, net.ErrClosed
-		default:
+// held returns fresh duplicates of the held sockets as a listener and a
+// packet conn: closing them leaves the sockets open.
+func (h *holder) held() (Held, error) {
+	var out Held
+	var lns []net.Listener
+	for _, f := range h.tcp {
+		ln, err := net.FileListener(f)
+		if err != nil {
+			return out, fmt.Errorf("held socket %s: %w", f.Name(), err)
+		}
+		lns = append(lns, ln)
+	}
+	var pcs []net.PacketConn
+	for _, f := range h.udp {
+		pc, err := net.FilePacketConn(f)
+		if err != nil {
+			return out, fmt.Errorf("held socket %s: %w", f.Name(), err)
+		}
+		pcs = append(pcs, pc)
+	}
+	var err error
+	if len(lns) > 0 {
+		if out.TCP, err = takeover.MergeListeners(lns); err != nil {
+			return out, err
 		}
 	}
-	return c, err
-}
-
-func (k *keepOpen) Close() error {
-	k.once.Do(func() {
-		close(k.closed)
-		k.TCPListener.SetDeadline(time.Unix(1, 0))
-	})
-	return nil
+	if len(pcs) > 0 {
+		if out.UDP, err = takeover.MergePacketConns(pcs); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
 }
 
 func (h *holder) control(ctx context.Context, c net.Conn, timer *time.Timer) {
@@ -215,18 +241,16 @@ func (h *holder) release(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	tl, ok := h.ln.(*net.TCPListener)
-	if !ok {
-		return fmt.Errorf("held socket is a %T, not TCP", h.ln)
+	held, err := h.held()
+	if err != nil {
+		return err
 	}
-	tl.SetDeadline(time.Time{})
-	ln := &keepOpen{TCPListener: tl, closed: make(chan struct{})}
 	fctx, fcancel := context.WithCancel(ctx)
 	h.serving, h.fwCancel, h.fwDone = true, fcancel, make(chan struct{})
 	go func() {
 		defer close(h.fwDone)
-		defer ln.Close()
-		err := fw.Serve(fctx, ln)
+		err := fw.Serve(fctx, held)
+		closeHeld(held)
 		if err != nil && fctx.Err() == nil {
 			h.log.Error("forwarder stopped", "err", err)
 			h.done <- err
@@ -236,28 +260,43 @@ func (h *holder) release(ctx context.Context) error {
 	return nil
 }
 
-// rollback starts argv with the held socket as fd 3 (nginx takes it from
-// NGINX="3;", socket-activated services from LISTEN_FDS=1) so that the
-// queued connections are served by the old service, then closes our copy.
+// stopForwarding stops accepting; connections being forwarded finish
+// meanwhile. Call with h.mu held, or at exit.
+func (h *holder) stopForwarding() error {
+	if !h.serving {
+		return nil
+	}
+	h.fwCancel()
+	select {
+	case <-h.fwDone:
+	case <-time.After(10 * time.Second):
+		return errors.New("the forwarder did not stop accepting within 10s")
+	}
+	h.serving = false
+	return nil
+}
+
+// rollback starts argv with the held sockets as fds 3 and up (TCP first):
+// nginx takes them from NGINX="3;4;…", socket-activated services from
+// LISTEN_FDS, so that the queued connections are served by the old
+// service; then the holder exits and its copies close.
 func (h *holder) rollback(argv []string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if len(argv) == 0 {
 		return errors.New("rollback needs the old service's start command")
 	}
-	if h.serving {
-		// Stop accepting; connections being forwarded finish meanwhile.
-		h.fwCancel()
-		select {
-		case <-h.fwDone:
-		case <-time.After(10 * time.Second):
-			return errors.New("the forwarder did not stop accepting within 10s")
-		}
-		h.serving = false
+	if err := h.stopForwarding(); err != nil {
+		return err
+	}
+	files := append(append([]*os.File{}, h.tcp...), h.udp...)
+	nginx := ""
+	for i := range h.tcp {
+		nginx += fmt.Sprintf("%d;", 3+i)
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.ExtraFiles = []*os.File{h.file}
-	cmd.Env = append(os.Environ(), "NGINX=3;", "LISTEN_FDS=1", "LISTEN_FDNAMES="+filepath.Base(argv[0]))
+	cmd.ExtraFiles = files
+	cmd.Env = append(os.Environ(), "NGINX="+nginx, fmt.Sprintf("LISTEN_FDS=%d", len(files)), "LISTEN_FDNAMES="+filepath.Base(argv[0]))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
@@ -269,7 +308,7 @@ func (h *holder) rollback(argv []string) error {
 		return fmt.Errorf("start %s: %w", argv[0], err)
 	}
 	go cmd.Wait()
-	h.log.Info("rolled back: old service started on the held socket", "pid", cmd.Process.Pid, "argv", argv)
+	h.log.Info("rolled back: old service started on the held sockets", "pid", cmd.Process.Pid, "argv", argv)
 	return nil
 }
 
@@ -298,4 +337,14 @@ func HoldControl(ctx context.Context, socket string, req HoldRequest) (string, e
 		return "", fmt.Errorf("holding proxy: %s", rep.Error)
 	}
 	return rep.State, nil
+}
+
+// closeHeld closes the duplicates in held (the sockets stay open).
+func closeHeld(held Held) {
+	if held.TCP != nil {
+		held.TCP.Close()
+	}
+	if held.UDP != nil {
+		held.UDP.Close()
+	}
 }

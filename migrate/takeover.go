@@ -85,21 +85,48 @@ func takeOver(ctx context.Context, p TakeoverParams) (*TakeoverResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := takeover.Dup(socks[0])
+	// The service's UDP sockets on the port (BIND) are held too.
+	pids := map[int]bool{}
+	for _, s := range socks {
+		pids[s.PID] = true
+	}
+	var usocks []takeover.Socket
+	if all, err := takeover.Find("/proc", "udp", p.Port); err == nil {
+		for _, s := range all {
+			if pids[s.PID] {
+				usocks = append(usocks, s)
+			}
+		}
+	}
+	tcpFiles, err := takeover.DupAll(socks)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	udpFiles, err := takeover.DupAll(usocks)
+	if err != nil {
+		closeAll(tcpFiles)
+		return nil, err
+	}
+	files := append(tcpFiles, udpFiles...)
+	defer closeAll(files)
 
 	dir := filepath.Join(StateDir, p.Name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("takeover: %w", err)
 	}
-	opts := HoldOptions{ListenFD: 3, Listen: p.Listen, Backend: p.Backend, Mode: p.Mode,
+	opts := HoldOptions{Listen: p.Listen, Backend: p.Backend, Mode: p.Mode,
 		ControlSocket: filepath.Join(dir, "control.sock"), AccessLog: filepath.Join(dir, "access.log"),
 		HoldTimeout: p.HoldTimeout}
+	for i := range files {
+		if i < len(tcpFiles) {
+			opts.TCPFDs = append(opts.TCPFDs, 3+i)
+		} else {
+			opts.UDPFDs = append(opts.UDPFDs, 3+i)
+		}
+	}
+	socks = append(socks, usocks...)
 	start := time.Now()
-	pid, err := spawnHolder(ctx, dir, opts, f)
+	pid, err := spawnHolder(ctx, dir, opts, files)
 	if err != nil {
 		return nil, err
 	}
@@ -121,10 +148,10 @@ func takeOver(ctx context.Context, p TakeoverParams) (*TakeoverResult, error) {
 	}, nil
 }
 
-// spawnHolder starts the holding proxy daemon with the socket as its fd 3,
+// spawnHolder starts the holding proxy daemon with the sockets as its fds 3…,
 // in a session of its own so it outlives the agent, and waits until it
 // answers on its control socket.
-func spawnHolder(ctx context.Context, dir string, opts HoldOptions, sock *os.File) (int, error) {
+func spawnHolder(ctx context.Context, dir string, opts HoldOptions, socks []*os.File) (int, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return 0, err
@@ -140,7 +167,7 @@ func spawnHolder(ctx context.Context, dir string, opts HoldOptions, sock *os.Fil
 	}
 	defer logf.Close()
 	cmd := exec.Command(exe, HoldCommand, "--options", optsFile)
-	cmd.ExtraFiles = []*os.File{sock}
+	cmd.ExtraFiles = socks
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -287,4 +314,10 @@ func exeName(pid int) string {
 		return ""
 	}
 	return filepath.Base(strings.TrimSuffix(exe, " (deleted)"))
+}
+
+func closeAll(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
 }

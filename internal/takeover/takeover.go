@@ -145,6 +145,39 @@ func Dup(s Socket) (*os.File, error) {
 	return os.NewFile(uintptr(fd), fmt.Sprintf("socket:[%d]", s.Inode)), nil
 }
 
+// Unique keeps one Socket per socket (by inode): a socket shared by a
+// master and its workers is taken over once.
+func Unique(socks []Socket) []Socket {
+	seen := map[uint64]bool{}
+	var out []Socket
+	for _, s := range socks {
+		if !seen[s.Inode] {
+			seen[s.Inode] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// DupAll duplicates every distinct socket in socks (a service may listen
+// on one port with several sockets: one per address, or a SO_REUSEPORT
+// group with one per worker, as BIND does). On error, the duplicates made
+// so far are closed.
+func DupAll(socks []Socket) ([]*os.File, error) {
+	var files []*os.File
+	for _, s := range Unique(socks) {
+		f, err := Dup(s)
+		if err != nil {
+			for _, f := range files {
+				f.Close()
+			}
+			return nil, err
+		}
+		files = append(files, f)
+	}
+	return files, nil
+}
+
 // Listener takes over the TCP listening socket on port: it returns a
 // net.Listener on a duplicate of the socket held by the first process
 // found. Nothing is accepted until the caller calls Accept.
