@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	proxyproto "github.com/pires/go-proxyproto"
 )
 
 func TestTrustedProxyUnixBackendDestinationMaxRequest(t *testing.T) {
@@ -72,5 +74,60 @@ func TestRewriteDestinationTCP(t *testing.T) {
 	body(t, http.DefaultClient, req)
 	if dest != "http://"+hostPort(be.URL)+"/b?x=1" {
 		t.Fatalf("Destination %q", dest)
+	}
+}
+
+func TestTCPProxyProtocolAndFailover(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pln := &proxyproto.Listener{Listener: ln}
+	defer pln.Close()
+	go func() {
+		for {
+			c, err := pln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.WriteString(c, "220 "+c.RemoteAddr().String()+"\r\n")
+			}()
+		}
+	}()
+	emerg, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer emerg.Close()
+	go func() {
+		for {
+			c, err := emerg.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "220 emergency\r\n")
+			c.Close()
+		}
+	}()
+	tp := freePort(t)
+	_, bp, _ := net.SplitHostPort(ln.Addr().String())
+	_, ep, _ := net.SplitHostPort(emerg.Addr().String())
+	startProxy(t, fmt.Sprintf("ListenTCP\nAddress 127.0.0.1\nPort %s\nBackEnd\nAddress 127.0.0.1\nPort %s\nProxyProtocol 1\nEnd\nEmergency\nAddress 127.0.0.1\nPort %s\nEnd\nEnd\n", tp, bp, ep), nil)
+	greet := func() (string, string) {
+		c, err := net.Dial("tcp", "127.0.0.1:"+tp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		b, _ := io.ReadAll(c)
+		return string(b), c.LocalAddr().String()
+	}
+	if got, local := greet(); got != "220 "+local+"\r\n" {
+		t.Fatalf("PROXY v1 over TCP: backend saw %q, client is %s", got, local)
+	}
+	pln.Close() // the main backend goes away: Emergency answers
+	for i := 0; i < 3; i++ {
+		if got, _ := greet(); got != "220 emergency\r\n" {
+			t.Fatalf("after failure: %q", got)
+		}
 	}
 }
