@@ -557,3 +557,55 @@ func TestCaptureBadInputE2E(t *testing.T) {
 		t.Fatalf("verify truncated: %d %q", code, stderr)
 	}
 }
+
+// TestCaptureGenericE2E: a service without a profile (Unbound), found by
+// its port, captured by the generic path: executable, package, the config
+// file named on its command line, libraries, start command.
+func TestCaptureGenericE2E(t *testing.T) {
+	bed := testbed.New(t, testbed.Options{NoSSH: true})
+	testbed.RequireTools(t, "unbound", "strace")
+	old := bed.Old
+	conf := `server:
+  interface: 127.0.0.1@15355
+  port: 15355
+  access-control: 127.0.0.0/8 allow
+  username: ""
+  chroot: ""
+  directory: "/srv/unbound"
+  pidfile: "/srv/unbound/unbound.pid"
+  use-syslog: no
+  module-config: "iterator"
+`
+	old.WriteFile(t, "/srv/unbound/unbound.conf", []byte(conf), 0o644)
+	p := old.Start(t, "unbound", "unbound", "-d", "-c", "/srv/unbound/unbound.conf")
+	testbed.WaitFor(t, "unbound listening", 10*time.Second, func() error {
+		_, err := old.Exec(context.Background(), "nc", "-z", "127.0.0.1", "15355")
+		return err
+	})
+	old.MustExec(t, "mkdir", "-p", "/srv/out")
+	_, stderr, code := runIn(t, old, nil, "capture", "--from", "local", "--port", "15355", "-o", "/srv/out/u.tar.zst")
+	if code != 0 {
+		t.Fatalf("capture: %d %s", code, stderr)
+	}
+	r, err := capture.OpenArchive(old.Path("/srv/out/u.tar.zst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Verify(); err != nil {
+		t.Fatal(err)
+	}
+	m := r.Manifest()
+	es := index(m)
+	checkCommon(t, m)
+	checkLdd(t, m)
+	checkMaps(t, m, p.Pid())
+	if e := requireEntry(t, es, "/srv/unbound/unbound.conf", capture.TypeFile); !hasReason(e, "config:cmdline") {
+		t.Errorf("config reasons %v", e.Reasons)
+	}
+	if e := requireEntry(t, es, "/usr/sbin/unbound", capture.TypeFile); e.Package != "unbound" {
+		t.Errorf("unbound package %q", e.Package)
+	}
+	if m.Service != "unbound" || strings.Join(m.Start, " ") != "/usr/sbin/unbound -d -c /srv/unbound/unbound.conf" {
+		t.Errorf("service %q start %q", m.Service, m.Start)
+	}
+}

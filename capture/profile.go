@@ -142,6 +142,14 @@ func genericData(c *collector, s *service) {
 	if cwd := s.main.Cwd; cwd != "" && cwd != "/" {
 		c.add(cwd, "cwd")
 	}
+	for _, a := range tail(s.main.Cmdline) { // e.g. -c /etc/foo/foo.conf
+		if _, v, ok := strings.Cut(a, "="); ok && strings.HasPrefix(a, "-") {
+			a = v
+		}
+		if fi, err := os.Stat(absFrom(s.main.Cwd, a)); err == nil && fi.Mode().IsRegular() && (filepath.IsAbs(a) || strings.Contains(a, "/")) {
+			c.add(absFrom(s.main.Cwd, a), "config:cmdline")
+		}
+	}
 }
 
 // --- nginx ---
