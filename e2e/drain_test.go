@@ -8,12 +8,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 
 	"github.com/migrate-tool/migrate/internal/testbed"
 	"github.com/migrate-tool/migrate/migrate"
@@ -65,6 +69,81 @@ func (w *pdLogWriter) write(path string, k int, client string) {
 	}
 }
 
+// pdStartUnbound runs a caching resolver forwarding example.test to b.
+func pdStartUnbound(t *testing.T, b *pdBIND) string {
+	t.Helper()
+	testbed.RequireTools(t, "unbound")
+	dir := t.TempDir()
+	port := pdFreePort(t, b.primPort)
+	conf := fmt.Sprintf(`server:
+  interface: 127.0.0.1@%[1]d
+  port: %[1]d
+  access-control: 127.0.0.0/8 allow
+  username: ""
+  chroot: ""
+  directory: "%[2]s"
+  pidfile: "%[2]s/unbound.pid"
+  use-syslog: no
+  logfile: ""
+  module-config: "iterator"
+  do-not-query-localhost: no
+  local-zone: "test." nodefault
+  domain-insecure: "example.test"
+  num-threads: 1
+forward-zone:
+  name: "example.test"
+  forward-addr: 127.0.0.1@%[3]d
+  forward-addr: 127.0.0.2@%[4]d
+`, port, dir, b.primPort, b.secPort)
+	cf := filepath.Join(dir, "unbound.conf")
+	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("unbound", "-d", "-c", cf)
+	logf, err := os.Create(filepath.Join(dir, "unbound.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		logf.Close()
+	})
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	pdWait(t, "unbound answering", 15*time.Second, func() error {
+		_, err := pdLookupRD(addr, "www.example.test.")
+		return err
+	})
+	return addr
+}
+
+// pdLookupRD asks a resolver (recursion desired) for name's A record and
+// returns its remaining TTL.
+func pdLookupRD(server, name string) (uint32, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(name, dns.TypeA)
+	c := &dns.Client{Timeout: time.Second}
+	r, _, err := c.Exchange(m, server)
+	if err != nil {
+		return 0, err
+	}
+	if r.Rcode != dns.RcodeSuccess || len(r.Answer) == 0 {
+		return 0, fmt.Errorf("%s: rcode %s, %d answers", server, dns.RcodeToString[r.Rcode], len(r.Answer))
+	}
+	return r.Answer[0].Header().Ttl, nil
+}
+
 type pdDrainRecord struct {
 	Type        string   `json:"type"`
 	Following   bool     `json:"following"`
@@ -93,7 +172,8 @@ type pdDrainRecord struct {
 // stopped for --quiet-for, and stops the proxy.
 func TestDrainOnTestBed(t *testing.T) {
 	bed := testbed.New(t, testbed.Options{})
-	b := pdStartBIND(t, bed.Old.Addr, 2)
+	b := pdStartBIND(t, bed.Old.Addr, 4)
+	resolver := pdStartUnbound(t, b)
 	proxy := bed.Old.Start(t, "proxy", "sleep", "3001")
 	pid := pdInnerPID(t, proxy)
 
@@ -120,7 +200,7 @@ func TestDrainOnTestBed(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := bed.MigrateCmd(ctx, t, "--json", "drain", dir, "--watch", "--quiet-for", "3s", "--interval", "250ms", "--then", "stop-proxy")
+	cmd := bed.MigrateCmd(ctx, t, "--json", "drain", dir, "--watch", "--quiet-for", "3s", "--interval", "250ms", "--then", "stop-proxy", "--resolver", resolver)
 	stdout, err := cmd.StdoutPipe()
 	must(err)
 	var stderr strings.Builder
@@ -161,7 +241,28 @@ func TestDrainOnTestBed(t *testing.T) {
 	p := bed.Old.Path(logPath)
 	writeStart := time.Now()
 	rotated, truncated, switched := false, false, false
-	for i := 0; time.Since(writeStart) < 4*time.Second && i < 2000; i++ {
+	// Write until drain has reported the DNS new and the caches expired
+	// for a second (at least 4 s, at most 20 s).
+	var dnsNewAt time.Time
+	dnsNew := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, r := range recs {
+			if r.Type == "status" && r.DNSOK && r.CachesOK {
+				return true
+			}
+		}
+		return false
+	}
+	for i := 0; i < 4000; i++ {
+		if el := time.Since(writeStart); el > 20*time.Second {
+			t.Fatal("drain never saw the DNS switched")
+		} else if el > 4*time.Second && !dnsNewAt.IsZero() && time.Since(dnsNewAt) > time.Second {
+			break
+		}
+		if dnsNewAt.IsZero() && switched && dnsNew() {
+			dnsNewAt = time.Now()
+		}
 		client := "198.51.100.7"
 		if i%3 == 0 {
 			client = "203.0.113.9"
@@ -176,7 +277,12 @@ func TestDrainOnTestBed(t *testing.T) {
 			w.write(p, 5, client)
 			rotated = true
 		case !switched && el > 1500*time.Millisecond:
-			b.SetWWW(t, bed.New.Addr, 2)
+			// Switch while unbound's cached copy has at least 1.5 s left,
+			// so drain sees the resolver stale after the servers switched.
+			if ttl, err := pdLookupRD(resolver, "www.example.test."); err != nil || ttl < 2 {
+				break
+			}
+			b.SetWWW(t, bed.New.Addr, 4)
 			switched = true
 		case !truncated && el > 2500*time.Millisecond:
 			// logrotate copytruncate: shift the copies, copy, truncate
@@ -216,7 +322,7 @@ func TestDrainOnTestBed(t *testing.T) {
 	if len(recs) < 3 || !recs[len(recs)-2].Drained {
 		t.Fatalf("no drained status before the summary: %+v", recs[max(len(recs)-2, 0)])
 	}
-	var sawTrafficWithDNS, sawStale bool
+	var sawTrafficWithDNS, sawStale, sawResolverStale bool
 	for _, r := range recs[:len(recs)-2] {
 		if r.Drained {
 			t.Errorf("a status before the end says drained: %+v", r)
@@ -224,12 +330,16 @@ func TestDrainOnTestBed(t *testing.T) {
 		if r.at.Before(stopped) && r.ReqPerMin > 0 && r.DNSOK && r.CachesOK && !r.TrafficOK {
 			sawTrafficWithDNS = true
 		}
-		if r.Following && !r.DNSOK && len(r.DNSPending) == 2 {
+		if r.Following && !r.DNSOK && len(r.DNSPending) == 3 {
 			sawStale = true
 		}
+		if r.Following && !r.DNSOK && len(r.DNSPending) == 1 && r.DNSPending[0] == resolver {
+			sawResolverStale = true
+		}
 	}
-	if !sawTrafficWithDNS || !sawStale {
-		t.Errorf("never saw DNS stale on both servers (%v), or DNS new with traffic still flowing (%v)", sawStale, sawTrafficWithDNS)
+	if !sawTrafficWithDNS || !sawStale || !sawResolverStale || !switched {
+		t.Errorf("never saw DNS stale on both servers and the resolver (%v), the resolver alone stale (%v), or DNS new with traffic still flowing (%v); switched %v",
+			sawStale, sawResolverStale, sawTrafficWithDNS, switched)
 	}
 	if last.Lines != int64(written) || last.Lost != 0 || last.Rotations < 1 || last.Truncations < 1 || last.Clients != 2 {
 		t.Errorf("summary %+v, wrote %d lines", last, written)
