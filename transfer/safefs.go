@@ -205,7 +205,7 @@ func (r *Root) WriteFile(p string, body io.Reader, size int64, sum string, m Met
 		}
 	}()
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(body, size+1))
+	n, err := io.CopyBuffer(io.MultiWriter(f, h), io.LimitReader(body, size+1), make([]byte, min(size+1, 1<<20)))
 	if err != nil {
 		return fmt.Errorf("write %s: %w", p, err)
 	}

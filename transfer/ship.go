@@ -161,7 +161,11 @@ func (s *shipper) sendAll(ctx context.Context, need []int, needBytes int64) erro
 		total += s.r.Manifest().Entries[i].Size
 	}
 	raw := float64(needBytes) >= rawThreshold*float64(total)
+	start := time.Now()
 	written, serr := s.send(ctx, need, raw)
+	took := time.Since(start)
+	s.opts.Logger.Debug("stream done", "raw", raw, "files", len(written), "bytes_sent", s.st.BytesSent,
+		"took", took.Round(time.Millisecond), "MB_per_s", int(float64(s.st.BytesSent)/1e6/max(took.Seconds(), 1e-3)))
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}

@@ -21,7 +21,9 @@ import (
 	"time"
 
 	"github.com/migrate-tool/migrate/capture"
+	"github.com/migrate-tool/migrate/internal/host"
 	"github.com/migrate-tool/migrate/internal/testbed"
+	"github.com/migrate-tool/migrate/transfer"
 )
 
 type summary struct {
@@ -137,8 +139,8 @@ func TestBenchTransfer(t *testing.T) {
 }
 
 // throughput ships a >=200 MB archive with migrate and copies it with
-// scp over the same link, both to new's /srv; each is run twice and the
-// faster run counts (the machine is shared).
+// scp over the same link, both to new's /srv. Each measure is taken three
+// times and the fastest counts (the machine is shared).
 func throughput(t *testing.T, bed *testbed.Bed) {
 	archive := bigArchive(t, 56)
 	fi, _ := os.Stat(archive)
@@ -146,32 +148,48 @@ func throughput(t *testing.T, bed *testbed.Bed) {
 	testbed.Binary(t) // built before anything is timed
 	ssh := []string{"-i", bed.ClientKey, "-o", "UserKnownHostsFile=" + bed.KnownHosts, "-o", "StrictHostKeyChecking=yes",
 		"-o", "BatchMode=yes"}
-	var handshake, scp, wall, ship time.Duration
-	for run := 0; run < 2; run++ {
-		h := timed(t, "ssh", append(append([]string{"ssh"}, ssh...), "root@"+bed.New.Addr, "true")...)
-		s := timed(t, "scp", append(append([]string{"scp", "-q"}, ssh...), archive, "root@"+bed.New.Addr+":/srv/big.scp")...)
-		bed.New.MustExec(t, "rm", "-f", "/srv/big.scp")
-
-		start := time.Now()
-		stdout, stderr, code := bed.Migrate(t, "--json", "transfer", archive, "--to", bed.New.SSHSpec(), "--no-reuse")
-		w := time.Since(start)
-		if code != 0 {
-			t.Fatalf("transfer: %s", stderr)
-		}
-		sh := time.Duration(parseSummary(t, stdout).Duration)
-		bed.Migrate(t, "service", "remove", "big", "--on", bed.New.SSHSpec())
-		if run == 0 || s < scp {
-			scp, handshake = s, h
-		}
-		if run == 0 || w < wall {
-			wall, ship = w, sh
+	ctx := context.Background()
+	h, err := host.Open(ctx, bed.New.SSHSpec(), host.Options{KnownHostsFile: bed.KnownHosts,
+		IdentityFiles: []string{bed.ClientKey}, AgentBinary: testbed.Binary(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	clean := func() {
+		if err := h.Exec(ctx, []string{"rm", "-rf", "/srv/big.scp", "/srv/migrate/big"}, nil, nil, nil); err != nil {
+			t.Fatal(err)
 		}
 	}
-	report("archive %.0f MB (incompressible), best of 2 runs each", mb)
-	report("scp:     %.2f s wall = %.0f MB/s (ssh handshake alone %.2f s; without it %.0f MB/s)",
-		scp.Seconds(), mb/scp.Seconds(), handshake.Seconds(), mb/(scp-handshake).Seconds())
-	report("migrate: %.2f s wall = %.0f MB/s (after connecting: %.2f s = %.0f MB/s, incl. verification on the target)",
-		wall.Seconds(), mb/wall.Seconds(), ship.Seconds(), mb/ship.Seconds())
-	report("throughput ratio migrate/scp: %.2fx wall, %.2fx without connection setup (target >= 0.9x)",
+	best := func(d *time.Duration, v time.Duration) {
+		if *d == 0 || v < *d {
+			*d = v
+		}
+	}
+	var handshake, scp, wall, ship time.Duration
+	for run := 0; run < 3; run++ {
+		best(&handshake, timed(t, "ssh", append(append([]string{"ssh"}, ssh...), "root@"+bed.New.Addr, "true")...))
+		best(&scp, timed(t, "scp", append(append([]string{"scp", "-q"}, ssh...), archive, "root@"+bed.New.Addr+":/srv/big.scp")...))
+		clean()
+		// The CLI: connect, deploy or verify the agent, ship.
+		start := time.Now()
+		if _, stderr, code := bed.Migrate(t, "transfer", archive, "--to", bed.New.SSHSpec(), "--no-reuse"); code != 0 {
+			t.Fatalf("transfer: %s", stderr)
+		}
+		best(&wall, time.Since(start))
+		clean()
+		// Shipping alone, over a connection with its agent running.
+		start = time.Now()
+		if _, err := transfer.Ship(ctx, h, archive, transfer.Options{NoReuse: true}); err != nil {
+			t.Fatal(err)
+		}
+		best(&ship, time.Since(start))
+		clean()
+	}
+	report("archive %.0f MB (incompressible), fastest of 3 runs each", mb)
+	report("scp:     %.2f s wall = %.0f MB/s; ssh handshake alone %.2f s; without it %.2f s = %.0f MB/s",
+		scp.Seconds(), mb/scp.Seconds(), handshake.Seconds(), (scp - handshake).Seconds(), mb/(scp-handshake).Seconds())
+	report("migrate: %.2f s wall = %.0f MB/s (CLI: connect, agent check, ship, verify on the target)", wall.Seconds(), mb/wall.Seconds())
+	report("migrate: %.2f s = %.0f MB/s shipping over an open connection (prepare, stream, verify, commit)", ship.Seconds(), mb/ship.Seconds())
+	report("throughput ratio migrate/scp: %.2fx wall clock, %.2fx without connection setup (target >= 0.9x)",
 		scp.Seconds()/wall.Seconds(), (scp-handshake).Seconds()/ship.Seconds())
 }
