@@ -134,12 +134,16 @@ func copyUntilEOF(dst, src *endpoint) (int64, error) {
 	}
 }
 
-var errBadChunk = errors.New("malformed chunked body")
+var (
+	errBadChunk = errors.New("malformed chunked body")
+	errTooLarge = errors.New("request body larger than MaxRequest")
+)
 
 // copyChunked re-frames a chunked body from src to dst. With dechunk the
 // data is written without chunk framing (for an HTTP/1.0 client).
-// Malformed chunk sizes are an error on the source side.
-func copyChunked(dst, src *endpoint, dechunk bool) (int64, error) {
+// Malformed chunk sizes, and more than limit bytes (if limit > 0), are
+// errors on the source side.
+func copyChunked(dst, src *endpoint, dechunk bool, limit int64) (int64, error) {
 	var done int64
 	var tmp [20]byte
 	for {
@@ -163,6 +167,9 @@ func copyChunked(dst, src *endpoint, dechunk bool) (int64, error) {
 		}
 		if size == 0 {
 			return done, copyTrailers(dst, src, dechunk)
+		}
+		if limit > 0 && done+size > limit {
+			return done, srcErr(src, errTooLarge)
 		}
 		if !dechunk {
 			b := strconv.AppendInt(tmp[:0], size, 16)

@@ -283,7 +283,7 @@ func (cc *clientConn) sendBody(bc *bconn) error {
 	case req.contentLength > 0:
 		n, err = copyN(&bc.ep, &cc.ep, req.contentLength)
 	case req.chunked:
-		n, err = copyChunked(&bc.ep, &cc.ep, false)
+		n, err = copyChunked(&bc.ep, &cc.ep, false, cc.l.cfg.MaxRequest)
 	}
 	if n > 0 {
 		cc.l.srv.m.bytesIn.Add(float64(n))
@@ -304,6 +304,9 @@ func (cc *clientConn) bodyFailed(b *backend, svc *service, bc *bconn, err error,
 	if errors.As(err, &se) && se.client {
 		if errors.Is(err, errBadChunk) {
 			return cc.writeError(400, svc, start), nil
+		}
+		if errors.Is(err, errTooLarge) {
+			return cc.writeError(413, svc, start), nil
 		}
 		return false, nil // the client went away: not the backend's fault
 	}
@@ -352,7 +355,7 @@ func (cc *clientConn) relayResponse(b *backend, bc *bconn, svc *service, skey st
 	if !noBody {
 		switch {
 		case resp.chunked:
-			n, err = copyChunked(&cc.ep, &bc.ep, !chunkOut)
+			n, err = copyChunked(&cc.ep, &bc.ep, !chunkOut, 0)
 		case resp.contentLength >= 0:
 			n, err = copyN(&cc.ep, &bc.ep, resp.contentLength)
 		default:

@@ -61,6 +61,10 @@ End
 	if _, resp := body(t, http.DefaultClient, big); resp.StatusCode != 413 {
 		t.Errorf("MaxRequest: %d", resp.StatusCode)
 	}
+	got = rawRequest(t, "127.0.0.1:"+lp, "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n")
+	if !strings.HasPrefix(got, "HTTP/1.1 413 ") {
+		t.Errorf("MaxRequest chunked: %q", firstLine(got))
+	}
 }
 
 func TestRewriteDestinationTCP(t *testing.T) {

@@ -93,7 +93,7 @@ func FuzzRequest(f *testing.F) {
 			var out bytes.Buffer
 			dst := &endpoint{bw: bufio.NewWriter(&out)}
 			src := &endpoint{br: br}
-			copyChunked(dst, src, false)
+			copyChunked(dst, src, false, 0)
 		}
 	})
 }
