@@ -98,6 +98,10 @@ type Parser struct {
 	zones    zones
 	clients  map[string]clientEntry
 	strs     map[string]string
+	// Direct-mapped caches in front of the maps: most lines repeat the
+	// clients, agents and referers of recent lines.
+	cliFront [256]clientEntry
+	strFront [1024]string
 }
 
 type clientEntry struct {
@@ -218,16 +222,34 @@ func Detect(lines [][]byte) (Format, error) {
 	return best, nil
 }
 
+// quickHash mixes the length and up to 16 bytes from both ends of b.
+func quickHash(b []byte) uint32 {
+	h := uint32(len(b)) * 0x9e3779b1
+	n := min(len(b), 8)
+	for _, c := range b[:n] {
+		h = (h ^ uint32(c)) * 0x01000193
+	}
+	for _, c := range b[len(b)-n:] {
+		h = (h ^ uint32(c)) * 0x01000193
+	}
+	return h ^ h>>15
+}
+
 func (p *Parser) client(b []byte, r *Record) {
-	if e, ok := p.clients[string(b)]; ok {
-		r.Client, r.Addr = e.s, e.addr
+	slot := &p.cliFront[quickHash(b)%uint32(len(p.cliFront))]
+	if slot.s == string(b) && len(b) > 0 {
+		r.Client, r.Addr = slot.s, slot.addr
 		return
 	}
-	e := clientEntry{s: string(b)}
-	e.addr, _ = netip.ParseAddr(e.s)
-	if len(p.clients) < internMax {
-		p.clients[e.s] = e
+	e, ok := p.clients[string(b)]
+	if !ok {
+		e = clientEntry{s: string(b)}
+		e.addr, _ = netip.ParseAddr(e.s)
+		if len(p.clients) < internMax {
+			p.clients[e.s] = e
+		}
 	}
+	*slot = e
 	r.Client, r.Addr = e.s, e.addr
 }
 
@@ -243,13 +265,18 @@ func (p *Parser) str(b []byte) string {
 	if len(b) == 0 || (len(b) == 1 && b[0] == '-') {
 		return ""
 	}
-	if s, ok := p.strs[string(b)]; ok {
-		return s
+	slot := &p.strFront[quickHash(b)%uint32(len(p.strFront))]
+	if *slot == string(b) {
+		return *slot
 	}
-	s := string(b)
-	if len(p.strs) < internMax {
-		p.strs[s] = s
+	s, ok := p.strs[string(b)]
+	if !ok {
+		s = string(b)
+		if len(p.strs) < internMax {
+			p.strs[s] = s
+		}
 	}
+	*slot = s
 	return s
 }
 

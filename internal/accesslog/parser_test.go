@@ -269,3 +269,41 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestBatchKeepsOrder(t *testing.T) {
+	var lines [][]byte
+	for i := 0; i < 3000; i++ {
+		s := samples[2+i%2] // combined, alternating two lines
+		if i == 1234 {
+			lines = append(lines, []byte("junk"))
+			continue
+		}
+		lines = append(lines, []byte(s.line))
+	}
+	b, err := NewBatch("", Options{Location: utc, Now: fixedNow}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := 0; round < 2; round++ {
+		var got []string
+		skipped := b.Parse(lines, func(r *Record) { got = append(got, r.Client) })
+		if skipped != 1 || len(got) != 2999 {
+			t.Fatalf("skipped %d, got %d", skipped, len(got))
+		}
+		for i, c := range got {
+			j := i
+			if i >= 1234 {
+				j++
+			}
+			if want := []string{"198.51.100.7", "203.0.113.5"}[j%2]; c != want {
+				t.Fatalf("record %d: client %s, want %s", i, c, want)
+			}
+		}
+	}
+	if b.Format() != Combined {
+		t.Fatalf("Format = %q", b.Format())
+	}
+	if n := b.Parse(lines[:3], func(*Record) {}); n != 0 {
+		t.Fatalf("small batch skipped %d", n)
+	}
+}
