@@ -6,7 +6,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/smtp"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -393,25 +395,41 @@ func TestCapturePostfixE2E(t *testing.T) {
 	old := bed.Old
 	old.MustExec(t, "mkdir", "-p", "/srv/pf")
 	old.MustExec(t, "cp", "-a", "/etc/postfix/.", "/srv/pf/")
-	old.MustExec(t, "sh", "-c", "echo 'header_checks = regexp:/srv/pf/header_checks' >> /srv/pf/main.cf && echo '/^Subject: hold/ HOLD' > /srv/pf/header_checks")
+	old.MustExec(t, "sh", "-c", "printf 'header_checks = regexp:/srv/pf/header_checks\\ninet_interfaces = all\\ninet_protocols = ipv4\\n' >> /srv/pf/main.cf && echo '/^Subject: hold/ HOLD' > /srv/pf/header_checks")
 	old.Start(t, "postfix", "postfix", "-c", "/srv/pf", "start-fg")
-	smtp := func(subject string) error {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		msg := "HELO t\r\nMAIL FROM:<t@localhost>\r\nRCPT TO:<www-data@localhost>\r\nDATA\r\nSubject: " + subject + "\r\n\r\nhi\r\n.\r\nQUIT\r\n"
-		cmd := bed.Old.Command(ctx, "nc", "-q", "2", "127.0.0.1", "25")
-		cmd.Stdin = strings.NewReader(msg)
-		out, err := cmd.Output()
+	sendMail := func(subject string) error {
+		conn, err := net.DialTimeout("tcp", net.JoinHostPort(old.Addr, "25"), 5*time.Second)
 		if err != nil {
 			return err
 		}
-		if !strings.Contains(string(out), "250 2.0.0 Ok: queued") {
-			return fmt.Errorf("smtp: %q", out)
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		c, err := smtp.NewClient(conn, old.Addr)
+		if err != nil {
+			conn.Close()
+			return err
 		}
-		return nil
+		defer c.Close()
+		if err := c.Hello("loadgen"); err != nil {
+			return err
+		}
+		if err := c.Mail("t@localhost"); err != nil {
+			return err
+		}
+		if err := c.Rcpt("www-data@localhost"); err != nil {
+			return err
+		}
+		w, err := c.Data()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "Subject: %s\r\n\r\nhi\r\n", subject)
+		if err := w.Close(); err != nil {
+			return err
+		}
+		return c.Quit()
 	}
-	testbed.WaitFor(t, "postfix accepting mail", 20*time.Second, func() error { return smtp("first") })
-	if err := smtp("hold this one"); err != nil {
+	testbed.WaitFor(t, "postfix accepting mail", 20*time.Second, func() error { return sendMail("first") })
+	if err := sendMail("hold this one"); err != nil {
 		t.Fatal(err)
 	}
 	testbed.WaitFor(t, "mailbox delivery", 20*time.Second, func() error {
@@ -422,7 +440,7 @@ func TestCapturePostfixE2E(t *testing.T) {
 	if len(strings.TrimSpace(string(held))) == 0 {
 		t.Fatal("no held message in the queue")
 	}
-	ld := startLoad(func() error { return smtp("load") })
+	ld := startLoad(func() error { return sendMail("load") })
 	out := filepath.Join(t.TempDir(), "postfix.tar.zst")
 	r := captureOld(t, bed, out, "--service", "postfix")
 	ld.check(t)
