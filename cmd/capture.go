@@ -105,6 +105,10 @@ func captureRun(ctx context.Context, opts *CaptureOptions) error {
 		if err != nil {
 			return hint.With(fmt.Errorf("read --since %s: %w", opts.Since, err), "give the archive of an earlier full capture")
 		}
+		if base.Kind != capture.KindFull {
+			return hint.With(fmt.Errorf("--since %s is a %s capture", opts.Since, base.Kind),
+				"give the last full capture; deltas are always taken against a full one")
+		}
 		p.Since = base
 	}
 	if opts.Output != "" {
