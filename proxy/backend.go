@@ -242,8 +242,15 @@ func (b *backend) probe(ctx context.Context) error {
 	if b.udp {
 		return b.probeUDP(ctx)
 	}
+	if b.cfg.Redirect != "" {
+		return nil
+	}
+	addr := b.addr
+	if b.cfg.HAPort != 0 && b.network == "tcp" {
+		addr = net.JoinHostPort(b.cfg.Address, strconv.Itoa(b.cfg.HAPort))
+	}
 	d := net.Dialer{Timeout: b.connTO}
-	c, err := d.DialContext(ctx, b.network, b.addr)
+	c, err := d.DialContext(ctx, b.network, addr)
 	if err != nil {
 		return err
 	}

@@ -95,6 +95,9 @@ type BackendConfig struct {
 	Disabled      bool
 	ProxyProtocol int // 0 off, 1 or 2: PROXY protocol version sent to the backend
 	Emergency     bool
+	HAPort        int    // port for the active health check (0: Port)
+	Redirect      string // Pound's Redirect pseudo-backend: send clients to this URL
+	RedirectCode  int    // 301, 302 (default) or 307
 }
 
 // Unix reports whether the backend address is a Unix socket path.

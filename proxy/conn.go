@@ -7,8 +7,10 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -143,6 +145,9 @@ func (cc *clientConn) handle(ctx context.Context) bool {
 		b, skey := svc.pick(req, cc.addr, tried)
 		if b == nil {
 			return cc.writeError(503, svc, start)
+		}
+		if b.cfg.Redirect != "" {
+			return cc.writeRedirect(b, svc, start)
 		}
 		var bc *bconn
 		var err error
@@ -429,6 +434,41 @@ func (cc *clientConn) writeError(status int, svc *service, start time.Time) bool
 	cc.l.srv.m.errors.WithLabelValues(strconv.Itoa(status)).Inc()
 	cc.logRequest(svc, nil, status, int64(len(body)), start)
 	return false
+}
+
+// writeRedirect answers for a Redirect backend: the URL's path replaces
+// nothing when it has one, else the request's path is appended (Pound).
+func (cc *clientConn) writeRedirect(b *backend, svc *service, start time.Time) bool {
+	loc := b.cfg.Redirect
+	if u, err := url.Parse(loc); err == nil && (u.Path == "" || u.Path == "/") {
+		loc = strings.TrimSuffix(loc, "/") + string(cc.req.bytes(cc.req.target))
+	}
+	w := cc.ep.bw
+	w.WriteString("HTTP/1.1 ")
+	w.WriteString(strconv.Itoa(b.cfg.RedirectCode))
+	w.WriteString(" ")
+	w.WriteString(redirectText(b.cfg.RedirectCode))
+	w.WriteString("\r\nLocation: ")
+	w.WriteString(loc)
+	w.WriteString("\r\nContent-Length: 0\r\n")
+	keep := cc.req.keepAlive() && cc.req.contentLength <= 0 && !cc.req.chunked
+	if !keep {
+		w.WriteString("Connection: close\r\n")
+	}
+	w.WriteString("\r\n")
+	b.m.count(b.cfg.RedirectCode)
+	cc.logRequest(svc, b, b.cfg.RedirectCode, 0, start)
+	return keep
+}
+
+func redirectText(code int) string {
+	switch code {
+	case 301:
+		return "Moved Permanently"
+	case 307:
+		return "Temporary Redirect"
+	}
+	return "Found"
 }
 
 func statusText(code int) string {

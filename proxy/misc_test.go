@@ -135,3 +135,25 @@ func TestTCPProxyProtocolAndFailover(t *testing.T) {
 		}
 	}
 }
+
+func TestRedirectAndHAport(t *testing.T) {
+	lp := freePort(t)
+	src := fmt.Sprintf("ListenHTTP\nAddress 127.0.0.1\nPort %s\nService\nHost \"old.example\"\nRedirect 301 \"https://new.example\"\nEnd\nService\nRedirect \"https://new.example/moved.html\"\nEnd\nEnd\n", lp)
+	startProxy(t, src, nil)
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req := mustReq("GET", "http://127.0.0.1:"+lp+"/a/b?c=1")
+	req.Host = "old.example"
+	_, resp := body(t, noRedirect, req)
+	if resp.StatusCode != 301 || resp.Header.Get("Location") != "https://new.example/a/b?c=1" {
+		t.Errorf("redirect: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	_, resp = body(t, noRedirect, mustReq("GET", "http://127.0.0.1:"+lp+"/x"))
+	if resp.StatusCode != 302 || resp.Header.Get("Location") != "https://new.example/moved.html" {
+		t.Errorf("redirect with path: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	cfg, err := Parse("f", []byte("ListenHTTP\nPort 1\nService\nBackEnd\nAddress 127.0.0.1\nPort 2\nHAport 3\nEnd\nRedirect 303 \"x\"\nEnd\nEnd\n"))
+	d := diagsOf(t, err)
+	if len(d) != 1 || d[0] != `f:9.10: Redirect: code "303" is not 301, 302 or 307` || cfg.Listeners[0].Services[0].Backends[0].HAPort != 3 {
+		t.Errorf("diags %q", d)
+	}
+}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/tls"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -176,7 +177,7 @@ func (p *parser) errorFile(lc *ListenerConfig, code int, t token) {
 	lc.ErrorFiles[code] = b
 }
 
-var serviceKeywords = []string{"BackEnd", "Emergency", "Session", "HeadRequire", "HeadDeny", "Header", "Host",
+var serviceKeywords = []string{"BackEnd", "Emergency", "Session", "Redirect", "HeadRequire", "HeadDeny", "Header", "Host",
 	"URL", "Path", "Not", "Match", "Balancer", "Disabled", "IgnoreCase", "End"}
 
 func (p *parser) service(open line) *ServiceConfig {
@@ -212,6 +213,10 @@ func (p *parser) serviceLine(s *ServiceConfig, l line) {
 		s.Emergency = append(s.Emergency, p.backend(l, true))
 	case "session":
 		s.Session = p.session(l)
+	case "redirect":
+		if r := p.redirect(l); r != nil {
+			s.Backends = append(s.Backends, r)
+		}
 	case "balancer":
 		if v, ok := p.str(l); ok {
 			v = strings.ToLower(v)
@@ -340,7 +345,32 @@ func (p *parser) pattern(toks []token, kind, mode string, icase bool) (Cond, boo
 }
 
 var backendKeywords = []string{"Address", "Port", "TimeOut", "ConnTO", "Priority", "Weight", "HTTPS", "ServerName",
-	"Disabled", "ProxyProtocol", "End"}
+	"Disabled", "ProxyProtocol", "HAport", "End"}
+
+// redirect parses Redirect [301|302|307] "URL", a backend that answers
+// every request with a redirect.
+func (p *parser) redirect(l line) *BackendConfig {
+	args := l.Toks[1:]
+	code := 302
+	if len(args) == 2 {
+		n, err := strconv.Atoi(args[0].Text)
+		if err != nil || (n != 301 && n != 302 && n != 307) {
+			p.errf(args[0].Pos, "Redirect: code %q is not 301, 302 or 307", args[0].Text)
+			return nil
+		}
+		code, args = n, args[1:]
+	}
+	if len(args) != 1 {
+		p.errf(l.pos(), "Redirect expects [CODE] \"URL\"")
+		return nil
+	}
+	u, err := url.Parse(args[0].Text)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		p.errf(args[0].Pos, "Redirect: %q is not an absolute URL", args[0].Text)
+		return nil
+	}
+	return &BackendConfig{Pos: l.pos(), Address: "redirect", Weight: 1, Redirect: args[0].Text, RedirectCode: code}
+}
 
 func (p *parser) backend(open line, emergency bool) *BackendConfig {
 	p.noArgs(open)
@@ -386,6 +416,8 @@ func (p *parser) backend(open line, emergency bool) *BackendConfig {
 			b.ServerName, _ = p.str(l)
 		case "disabled":
 			b.Disabled, _ = p.boolean(l)
+		case "haport":
+			b.HAPort, _ = p.num(l, 1, 65535)
 		case "proxyprotocol", "sendproxy":
 			b.ProxyProtocol, _ = p.num(l, 1, 2)
 		default:
