@@ -160,6 +160,12 @@ func TestServiceFailsToStart(t *testing.T) {
 	if _, err := StartService(ctx, c, ServiceOptions{Name: "nosuch", Dest: dest}); err == nil || !strings.Contains(err.Error(), "no such service") {
 		t.Fatalf("unknown name: %v", err)
 	}
+	// A root that is not complete (interrupted transfer) is not started.
+	l := Layout{Dest: dest, Name: "bad"}
+	os.Rename(filepath.Join(l.Dir(), completeFile), filepath.Join(l.Dir(), "was-complete"))
+	if _, err := StartService(ctx, c, ServiceOptions{Name: "bad", Dest: dest}); err == nil || !strings.Contains(err.Error(), "is not complete") {
+		t.Fatalf("incomplete root: %v", err)
+	}
 	if _, err := RemoveService(ctx, c, ServiceOptions{Name: "bad", Dest: dest}); err != nil {
 		t.Fatal(err)
 	}
