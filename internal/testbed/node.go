@@ -208,8 +208,11 @@ func (n *Node) startInit(private []privateDir) error {
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC,
-		// If the test process dies, so does the host (and its PID namespace).
-		Pdeathsig: syscall.SIGKILL,
+	}
+	if os.Getenv("MIGRATE_TESTBED_KEEP") != "1" {
+		// If the test process dies, so does the host (and its PID
+		// namespace). A kept bed must outlive the test process.
+		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	}
 	err = cmd.Start()
 	w.Close()

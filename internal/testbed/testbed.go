@@ -19,9 +19,11 @@ package testbed
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -84,12 +86,11 @@ type Bed struct {
 	// IdentityFile ClientKey, UserKnownHostsFile KnownHosts.
 	SSHConfig string
 
-	t       testing.TB
-	lock    *os.File
-	mu      sync.Mutex
-	procs   []*Proc
-	closed  bool
-	created time.Time
+	t      testing.TB
+	lock   *os.File
+	mu     sync.Mutex
+	procs  []*Proc
+	closed bool
 }
 
 // Nodes returns old, new and client.
@@ -111,7 +112,15 @@ func New(t testing.TB, opts Options) *Bed {
 		t.Fatalf("testbed: %v", err)
 	}
 	start := time.Now()
-	b := &Bed{t: t, Dir: t.TempDir(), created: start}
+	b := &Bed{t: t, Dir: t.TempDir()}
+	if keep() {
+		// A kept bed's configs and logs must outlive the test.
+		dir, err := os.MkdirTemp("", "migrate-testbed-")
+		if err != nil {
+			t.Fatalf("testbed: %v", err)
+		}
+		b.Dir = dir
+	}
 	if err := b.claimSubnet(); err != nil {
 		t.Fatalf("testbed: %v", err)
 	}
@@ -177,13 +186,8 @@ func (b *Bed) Close() {
 			}
 		}
 	}
-	if os.Getenv("MIGRATE_TESTBED_KEEP") == "1" && b.t.Failed() {
-		for _, n := range b.Nodes() {
-			if n != nil && n.init != nil {
-				b.t.Logf("testbed: MIGRATE_TESTBED_KEEP=1: %s left up: nsenter -t %d -a bash", n.Hostname, n.initPid)
-			}
-		}
-		b.t.Logf("testbed: remove it with scripts/testbed-clean (or any later test run)")
+	if keep() && b.t.Failed() {
+		b.keepUp()
 		return
 	}
 	for i := len(procs) - 1; i >= 0; i-- {
@@ -198,6 +202,9 @@ func (b *Bed) Close() {
 		b.t.Errorf("testbed: teardown %s: %v", b.Prefix, err)
 	}
 	b.release()
+	if keep() {
+		os.RemoveAll(b.Dir)
+	}
 }
 
 func (b *Bed) addProc(p *Proc) {
@@ -280,4 +287,36 @@ func (b *Bed) writeHosts() error {
 	}
 	fmt.Fprintf(&sb, "%s\t%shost runner\n", b.RootAddr, b.Prefix)
 	return os.WriteFile(filepath.Join(b.Dir, "hosts"), []byte(sb.String()), 0o644)
+}
+
+// keep reports whether MIGRATE_TESTBED_KEEP=1 asks to keep failed beds.
+func keep() bool { return os.Getenv("MIGRATE_TESTBED_KEEP") == "1" }
+
+// keepTime is how long a kept bed stays reserved.
+const keepTime = time.Hour
+
+// keepUp leaves a failed test's bed running for inspection. A detached
+// sleep inherits the subnet lock's open file, so the flock stays held (no
+// sweep removes the bed) until it exits or is killed.
+func (b *Bed) keepUp() {
+	holder := exec.Command("sleep", fmt.Sprint(int(keepTime.Seconds())))
+	holder.ExtraFiles = []*os.File{b.lock}
+	holder.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	pid := 0
+	if err := holder.Start(); err != nil {
+		b.t.Logf("testbed: MIGRATE_TESTBED_KEEP=1: cannot hold the lock (%v); the next test run removes the bed", err)
+	} else {
+		pid = holder.Process.Pid
+		fmt.Fprintf(b.lock, "kept by pid %d\n", pid)
+		holder.Process.Release()
+	}
+	for _, n := range b.Nodes() {
+		if n != nil && n.init != nil {
+			b.t.Logf("testbed: MIGRATE_TESTBED_KEEP=1: %s (%s) left up: nsenter -t %d -a bash", n.Hostname, n.Addr, n.initPid)
+		}
+	}
+	if pid != 0 {
+		b.t.Logf("testbed: kept for %v, files in %s; kill %d (the lock holder), then scripts/testbed-clean removes it",
+			keepTime, b.Dir, pid)
+	}
 }
