@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 )
 
 // errTruncated reports that the current file changed under the offset.
@@ -264,14 +265,93 @@ func (t *Tailer) switchFile() error {
 			break
 		}
 	}
-	if err := t.flushPartial(); err != nil {
-		return err
+	if t.opts.RotateGrace > 0 {
+		// A partial last line may still be completed by a late writer.
+		o := &oldFile{f: t.cur, off: t.off, until: time.Now().Add(t.opts.RotateGrace)}
+		if !t.skip {
+			o.partial = append([]byte(nil), t.buf[:t.fill]...)
+		}
+		t.fill, t.skip = 0, false
+		t.old = append(t.old, o)
+	} else {
+		if err := t.flushPartial(); err != nil {
+			return err
+		}
+		t.cur.Close()
 	}
-	t.cur.Close()
 	t.cur, t.curID = t.pending[0].f, t.pending[0].id
 	t.pending = t.pending[1:]
 	t.off, t.sigLen, t.atEOF = 0, 0, false
 	t.rotations.Add(1)
 	t.log.Debug("switched to the new file", "path", t.path)
 	return nil
+}
+
+// oldFile is a renamed file still read for a while after the switch.
+type oldFile struct {
+	f       *os.File
+	off     int64
+	partial []byte
+	until   time.Time
+}
+
+// readOld reads what was appended to the renamed files since the switch,
+// delivers their complete lines, and closes those whose grace is over
+// (delivering a last line without newline). It returns the bytes read.
+func (t *Tailer) readOld() (int, error) {
+	total := 0
+	now := time.Now()
+	keep := t.old[:0]
+	for _, o := range t.old {
+		n, err := t.readOldFile(o)
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if n == 0 && now.After(o.until) {
+			if len(o.partial) > 0 {
+				t.batch = append(t.batch[:0], o.partial)
+				if err := t.deliver(); err != nil {
+					return total, err
+				}
+			}
+			o.f.Close()
+			continue
+		}
+		keep = append(keep, o)
+	}
+	clear(t.old[len(keep):])
+	t.old = keep
+	return total, nil
+}
+
+func (t *Tailer) readOldFile(o *oldFile) (int, error) {
+	var chunk [32 << 10]byte
+	n, err := o.f.ReadAt(chunk[:], o.off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return 0, fmt.Errorf("tail %s (rotated): %w", t.path, err)
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	o.off += int64(n)
+	t.bytes.Add(int64(n))
+	data := append(o.partial, chunk[:n]...)
+	t.batch = t.batch[:0]
+	start := 0
+	for {
+		i := bytes.IndexByte(data[start:], '\n')
+		if i < 0 {
+			break
+		}
+		t.batch = append(t.batch, data[start:start+i])
+		start += i + 1
+	}
+	err = t.deliver()
+	o.partial = append(data[:0], data[start:]...)
+	if len(o.partial) > t.opts.MaxLineSize {
+		o.partial = o.partial[:0]
+		t.longLines.Add(1)
+	}
+	return n, err
 }

@@ -39,6 +39,11 @@ type Options struct {
 	// event (a safety net, and the only mechanism where inotify fails).
 	// Default 1s.
 	PollInterval time.Duration
+	// RotateGrace is how long a renamed file is still read after the
+	// switch to the new one, for writers that reopen one process at a
+	// time (nginx workers after USR1). Its late lines are delivered after
+	// lines of the new file. Default 5s; negative: close at the switch.
+	RotateGrace time.Duration
 	// CopyNames lists where copytruncate puts the copy of path. Default
 	// path+".1".
 	CopyNames func(path string) []string
@@ -67,10 +72,11 @@ type Tailer struct {
 
 	cur     *os.File // file being read; nil until path exists
 	curID   fileID
-	off     int64    // read offset in cur
-	pending []opened // newer files at path, oldest first, not read yet
-	away    bool     // path no longer names cur
-	buf     []byte   // pending partial line at buf[:fill]
+	off     int64      // read offset in cur
+	pending []opened   // newer files at path, oldest first, not read yet
+	old     []*oldFile // renamed files still read during RotateGrace
+	away    bool       // path no longer names cur
+	buf     []byte     // pending partial line at buf[:fill]
 	fill    int
 	skip    bool // discarding up to the next newline (long line, or start mid-line)
 	sig     [64]byte
@@ -106,6 +112,9 @@ func New(path string, opts Options) *Tailer {
 	}
 	if opts.MaxLineSize < opts.BufferSize {
 		opts.MaxLineSize = opts.BufferSize
+	}
+	if opts.RotateGrace == 0 {
+		opts.RotateGrace = 5 * time.Second
 	}
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = time.Second
@@ -197,7 +206,7 @@ func (t *Tailer) wait(ctx context.Context, w *fsnotify.Watcher, tick <-chan time
 		case <-tick:
 			return nil
 		case ev := <-events:
-			if filepath.Base(ev.Name) == base || t.away || t.cur == nil || ev.Has(fsnotify.Rename) {
+			if filepath.Base(ev.Name) == base || t.away || len(t.old) > 0 || t.cur == nil || ev.Has(fsnotify.Rename) {
 				return nil
 			}
 		case err := <-errs:
@@ -214,6 +223,9 @@ func (t *Tailer) closeAll() {
 	}
 	for _, p := range t.pending {
 		p.f.Close()
+	}
+	for _, o := range t.old {
+		o.f.Close()
 	}
 }
 
@@ -265,6 +277,11 @@ func (t *Tailer) step() (bool, error) {
 		}
 		t.log.Debug("file appeared", "path", t.path)
 		return true, nil
+	}
+	if len(t.old) > 0 {
+		if n, err := t.readOld(); n > 0 || err != nil {
+			return n > 0, err
+		}
 	}
 	if t.atEOF {
 		if err := t.checkTruncate(); err != nil {

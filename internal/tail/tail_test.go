@@ -387,3 +387,70 @@ func TestRotateWhileTailing(t *testing.T) {
 	waitForLines(t, c, total)
 	checkSequence(t, c.snapshot(), total)
 }
+
+// TestRotateGraceLateWriter: a second writer (another worker process)
+// keeps writing to the renamed file after the first one moved to the new
+// file; its lines still arrive, after the switch.
+func TestRotateGraceLateWriter(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "access.log")
+	w1 := &writer{t: t, path: path}
+	w1.reopen()
+	w2 := &writer{t: t, path: path}
+	w2.reopen()
+	c := follow(t, path, Options{FromStart: true, RotateGrace: time.Minute})
+	w1.write(100)
+	if !awaitCount(t, c, 100) {
+		return
+	}
+	os.Rename(path, path+".1")
+	w1.reopen() // creates the new file
+	w1.write(100)
+	if !awaitCount(t, c, 200) { // switched: the new file's lines arrived
+		return
+	}
+	w2.next = 200
+	w2.write(100) // late worker, still on the renamed file
+	w2.f.WriteString("line 300")
+	w2.f.Close()
+	w1.f.Close()
+	waitForLines(t, c, 300)
+	got := c.snapshot()
+	seen := map[string]bool{}
+	for _, l := range got {
+		if seen[l] {
+			t.Fatalf("line %q twice", l)
+		}
+		seen[l] = true
+	}
+	for i := 0; i < 300; i++ {
+		if !seen[fmt.Sprintf("line %d", i)] {
+			t.Fatalf("line %d missing", i)
+		}
+	}
+	if st := c.tl.Stats(); st.Rotations != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// TestRotateGraceEnds: after the grace period the renamed file is closed,
+// delivering its last line even without a newline (after the new file's
+// lines: a late writer could have completed it until then).
+func TestRotateGraceEnds(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "access.log")
+	w := &writer{t: t, path: path}
+	w.reopen()
+	c := follow(t, path, Options{FromStart: true, RotateGrace: 50 * time.Millisecond, PollInterval: 20 * time.Millisecond})
+	old := w.f
+	w.write(1)
+	os.Rename(path, path+".1")
+	w.f = nil
+	w.reopen()
+	old.WriteString("line 1")
+	old.Close()
+	w.next = 2
+	w.write(1)
+	waitForLines(t, c, 3)
+	if got := strings.Join(c.snapshot(), ","); got != "line 0,line 2,line 1" {
+		t.Fatalf("lines %s", got)
+	}
+}
