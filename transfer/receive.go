@@ -158,6 +158,9 @@ func commit(ctx context.Context, p commitParams, log *slog.Logger) (*CommitResul
 			return nil, err
 		}
 	}
+	if err := t.removeStale(); err != nil {
+		return nil, err
+	}
 	if err := t.makeNodes(); err != nil {
 		return nil, diskHint(err)
 	}
@@ -165,6 +168,9 @@ func commit(ctx context.Context, p commitParams, log *slog.Logger) (*CommitResul
 		return nil, diskHint(err)
 	}
 	if err := l.removeState(pendingFile); err != nil {
+		return nil, err
+	}
+	if err := l.removeState(previousFile); err != nil {
 		return nil, err
 	}
 	if err := l.saveJournal(t.journal); err != nil {

@@ -173,3 +173,26 @@ func TestShipDiskFull(t *testing.T) {
 		t.Fatal("partial file left in place")
 	}
 }
+
+func TestShipFullOverDifferentRootRemovesStale(t *testing.T) {
+	needRoot(t)
+	dest := t.TempDir()
+	c := pipe(t)
+	a := newTestFS("r").dir("/a").dir("/a/old").file("/a/keep", []byte("k")).file("/a/gone", []byte("g")).file("/a/old/x", []byte("x"))
+	if _, err := Ship(context.Background(), c, a.write(t), Options{Dest: dest, NoReuse: true}); err != nil {
+		t.Fatal(err)
+	}
+	b := newTestFS("r").dir("/a").file("/a/keep", []byte("k")).file("/a/new", []byte("n"))
+	if _, err := Ship(context.Background(), c, b.write(t), Options{Dest: dest, NoReuse: true}); err != nil {
+		t.Fatal(err)
+	}
+	root := Layout{Dest: dest, Name: "r"}.Root()
+	for p, want := range map[string]bool{"a/keep": true, "a/new": true, "a/gone": false, "a/old": false} {
+		if _, err := os.Lstat(filepath.Join(root, p)); (err == nil) != want {
+			t.Errorf("%s exists=%v, want %v", p, err == nil, want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dest, "r", previousFile)); err == nil {
+		t.Error("previous manifest left behind")
+	}
+}

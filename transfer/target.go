@@ -125,6 +125,9 @@ func prepare(ctx context.Context, p prepareParams, log *slog.Logger) (*PrepareRe
 	if err := l.writeState(pendingFile, []byte(p.Digest+"\n")); err != nil {
 		return nil, diskHint(err)
 	}
+	if err := l.keepPrevious(m, p.Digest); err != nil {
+		return nil, err
+	}
 	if err := l.writeState(manifestFile, mj); err != nil {
 		return nil, diskHint(err)
 	}
