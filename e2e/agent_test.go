@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"debug/elf"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -20,16 +21,23 @@ import (
 
 // TestAgentUploadedOnce: the first `migrate facts` on a host uploads the
 // agent to its content-addressed path; the second finds it there and sends
-// no binary (same inode and mtime, no upload in the -v log).
+// no binary: same inode and mtime, no upload in the -v log, and sshd
+// received less than a tenth of the binary's size over that connection.
+// Each run uses one SSH connection for all its sessions.
 func TestAgentUploadedOnce(t *testing.T) {
 	t.Parallel()
 	bed := testbed.New(t, testbed.Options{})
 	sum := fileSHA256(t, testbed.Binary(t))
 	agentPath := "/var/lib/migrate/agent/" + sum + "/migrate"
 
+	binSize := fileSize(t, testbed.Binary(t))
 	_, stderr, code := bed.Migrate(t, "-v", "facts", bed.New.SSHSpec())
 	if code != 0 {
 		t.Fatalf("first facts: exit %d\n%s", code, stderr)
+	}
+	conns := waitConnections(t, bed.New.SSHD(), 1)
+	if conns[0].received < binSize {
+		t.Errorf("first run: sshd received %d bytes, less than the %d-byte agent", conns[0].received, binSize)
 	}
 	if !strings.Contains(stderr, "uploading agent") {
 		t.Errorf("first run: no upload in the -v log:\n%s", stderr)
@@ -59,6 +67,10 @@ func TestAgentUploadedOnce(t *testing.T) {
 	_, stderr, code = bed.Migrate(t, "-v", "facts", bed.New.SSHSpec())
 	if code != 0 {
 		t.Fatalf("second facts: exit %d\n%s", code, stderr)
+	}
+	conns = waitConnections(t, bed.New.SSHD(), 2)
+	if conns[1].received > binSize/10 {
+		t.Errorf("second run: sshd received %d bytes (the agent is %d)", conns[1].received, binSize)
 	}
 	if strings.Contains(stderr, "uploading agent") {
 		t.Errorf("second run uploaded the agent again:\n%s", stderr)
@@ -126,4 +138,55 @@ func TestAgentWrongArchitecture(t *testing.T) {
 	if entries, _ := os.ReadDir(bed.New.Path("/var/lib/migrate/agent")); len(entries) != 0 {
 		t.Errorf("something was uploaded: %v", entries)
 	}
+}
+
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size()
+}
+
+// sshConn is one closed connection as sshd's log tells it.
+type sshConn struct {
+	logins   int   // "Accepted publickey" lines
+	received int64 // bytes sshd received
+}
+
+// waitConnections waits until sshd has logged the end of n connections
+// (each logged "Transferred: sent X, received Y bytes") and returns them.
+// It fails the test when a connection authenticated more than once: a
+// migrate run must reuse one connection for all its sessions.
+func waitConnections(t *testing.T, sshd *testbed.Proc, n int) []sshConn {
+	t.Helper()
+	var conns []sshConn
+	testbed.WaitFor(t, fmt.Sprintf("sshd to log %d closed connections", n), 10*time.Second, func() error {
+		conns = nil
+		logins := 0
+		for _, line := range strings.Split(sshd.Log(), "\n") {
+			if strings.HasPrefix(line, "Accepted publickey for ") {
+				logins++
+			}
+			var sent, recv int64
+			if _, err := fmt.Sscanf(line, "Transferred: sent %d, received %d bytes", &sent, &recv); err == nil {
+				conns = append(conns, sshConn{logins, recv})
+				logins = 0
+			}
+		}
+		if len(conns) < n {
+			return fmt.Errorf("%d so far", len(conns))
+		}
+		return nil
+	})
+	if len(conns) != n {
+		t.Fatalf("sshd logged %d connections, want %d:\n%s", len(conns), n, sshd.Log())
+	}
+	for i, c := range conns {
+		if c.logins != 1 {
+			t.Errorf("connection %d authenticated %d times", i+1, c.logins)
+		}
+	}
+	return conns
 }

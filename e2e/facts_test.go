@@ -198,6 +198,22 @@ func TestUnreachableHost(t *testing.T) {
 	if len(errLines) != 1 || !strings.HasPrefix(errLines[0], "migrate: error: ") || !strings.Contains(errLines[0], bed.UnusedAddr()) {
 		t.Errorf("want one `migrate: error:` line naming %s, got:\n%s", bed.UnusedAddr(), stderr)
 	}
+
+	// With --json, stdout stays empty and stderr ends with an exit_error record.
+	stdout, stderr, code := bed.Migrate(t, "--json", "--connect-timeout", "1s", "facts", "root@"+bed.UnusedAddr())
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	var rec struct {
+		Type     string `json:"type"`
+		Error    string `json:"error"`
+		ExitCode int    `json:"exit_code"`
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &rec); err != nil || rec.Type != "exit_error" ||
+		rec.ExitCode != code || !strings.Contains(rec.Error, bed.UnusedAddr()) {
+		t.Errorf("--json: last stderr line is not an exit_error record with exit code %d: %v\n%s", code, err, stderr)
+	}
+	if stdout != "" {
+		t.Errorf("--json: stdout after a failure: %q", stdout)
+	}
 }
 
 // TestTwoBedsAtOnce runs facts on the old hosts of two beds that exist at
