@@ -125,12 +125,12 @@ func (o *PlanOptions) validate(mbit int64) error {
 	if _, err := accesslog.LookupFormat(o.LogFormat); err != nil {
 		return usagef("--log-format: %v", err)
 	}
-	if o.Service == "" {
-		o.Service = fmt.Sprintf("port-%d", o.Port)
-	}
 	if o.Dir == "" {
 		if o.Name == "" {
 			o.Name = o.Service
+		}
+		if o.Name == "" {
+			o.Name = fmt.Sprintf("port-%d", o.Port)
 		}
 		if strings.ContainsAny(o.Name, "/\x00") || o.Name == "." || o.Name == ".." {
 			return usagef("--name %q: want a plain name (use --dir for a path)", o.Name)

@@ -310,10 +310,14 @@ func TestPlanOnTestBed(t *testing.T) {
 		t.Errorf("second plan: exit %d %s", code, stderr)
 	}
 	dir2 := filepath.Join(t.TempDir(), "web2")
-	stdout, stderr, code = bed.Migrate(t, "--json", "plan", "--from", bed.Old.SSHSpec(), "--to", bed.New.SSHSpec(), "--service", "nginx", "--dir", dir2)
+	// Named by its port only: the dry run finds nginx, and its log.
+	stdout, stderr, code = bed.Migrate(t, "--json", "plan", "--from", bed.Old.SSHSpec(), "--to", bed.New.SSHSpec(), "--port", "80", "--dir", dir2)
 	var rec map[string]any
 	if code != 0 || strings.Count(stdout, "\n") != 1 || json.Unmarshal([]byte(stdout), &rec) != nil || rec["type"] != "plan" {
 		t.Fatalf("plan --json: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if tr, _ := rec["traffic"].(map[string]any); rec["service"] != "nginx" || tr == nil || tr["quiet_hour"] != float64(3) {
+		t.Errorf("plan --port 80: service %v, traffic %v", rec["service"], tr)
 	}
 	risks, _ := rec["risks"].([]any)
 	var ids []string

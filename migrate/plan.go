@@ -167,4 +167,5 @@ const (
 	RiskDNSMismatch  = "dns-inconsistent"
 	RiskNoDNS        = "no-dns"
 	RiskBackupMX     = "backup-mx-refuses"
+	RiskPortBusy     = "target-port-busy"
 )

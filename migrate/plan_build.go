@@ -85,8 +85,20 @@ func MakePlan(ctx context.Context, o PlanOptions) (*Plan, error) {
 		if oldErr != nil {
 			return
 		}
+		o.Progress("capture dry run of " + describeService(o) + " on " + o.From)
+		p.Move, manifest = moveDryRun(ctx, oldH, o, now)
+		if p.Service == "" {
+			// Named by --port: the dry run found which service it is.
+			p.Service = fmt.Sprintf("port-%d", o.Port)
+			if p.Move.Service != "" {
+				p.Service = p.Move.Service
+			}
+		}
 		o.Progress("reading the service's configuration on " + o.From)
-		p.Config = inspect(ctx, oldH, o.Service)
+		p.Config = inspect(ctx, oldH, p.Service)
+		if p.AccessLog == "" {
+			p.AccessLog = DefaultAccessLog(p.Service)
+		}
 		if o.AccessLog == "" && p.Config != nil && len(p.Config.AccessLogs) > 0 {
 			p.AccessLog = p.Config.AccessLogs[0]
 		}
@@ -94,10 +106,8 @@ func MakePlan(ctx context.Context, o PlanOptions) (*Plan, error) {
 			o.Progress("reading the access log " + p.AccessLog + " on " + o.From)
 			p.Traffic = logHist(ctx, oldH, p.AccessLog, o.LogFormat)
 		} else {
-			p.Notes = append(p.Notes, "no access log known for service "+o.Service+": traffic by hour not measured (give --access-log)")
+			p.Notes = append(p.Notes, "no access log known for service "+p.Service+": traffic by hour not measured (give --access-log)")
 		}
-		o.Progress("capture dry run of " + o.Service + " on " + o.From)
-		p.Move, manifest = moveDryRun(ctx, oldH, o, now)
 	})
 	wg.Go(func() { newFacts, newErr = hostFacts(ctx, newH) })
 	if len(o.Domains) > 0 {
@@ -119,6 +129,7 @@ func MakePlan(ctx context.Context, o PlanOptions) (*Plan, error) {
 	p.Hosts.Old = summarizeHost(o.From, oldFacts, "/")
 	p.Hosts.New = summarizeHost(o.To, newFacts, transfer.DefaultDest)
 	p.Hosts.Old.Listening = listening(oldFacts, p.Move, o.Port)
+	p.Hosts.New.Listening = listening(newFacts, p.Move, o.Port)
 	if manifest != nil {
 		o.Progress("checking what " + o.To + " already holds")
 		var hr HaveResult
@@ -129,7 +140,7 @@ func MakePlan(ctx context.Context, o PlanOptions) (*Plan, error) {
 		}
 		p.Move.estimate()
 	}
-	if p.DNS != nil && p.DNS.Error == "" && ServiceKind(o.Service) == "postfix" {
+	if p.DNS != nil && p.DNS.Error == "" && ServiceKind(p.Service) == "postfix" {
 		o.Progress("asking each MX whether it accepts mail for the domain (RCPT TO, no message sent)")
 		port := o.SMTPPort
 		if port == 0 {
@@ -249,6 +260,13 @@ func listening(f *facts.Facts, ms *MoveSection, port int) []string {
 		}
 	}
 	return out
+}
+
+func describeService(o PlanOptions) string {
+	if o.Service != "" {
+		return o.Service
+	}
+	return fmt.Sprintf("the service on port %d", o.Port)
 }
 
 // specAddr is the address in a host spec, when it is an IP address.

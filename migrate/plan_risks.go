@@ -17,7 +17,7 @@ const diskMargin = 1.2
 // Risks applies every risk rule to the findings in p.
 func Risks(p *Plan) []Risk {
 	var rs []Risk
-	for _, rule := range []func(*Plan) []Risk{riskProxyAddress, riskIPRules, riskDNS, riskDisk, riskPlatform} {
+	for _, rule := range []func(*Plan) []Risk{riskProxyAddress, riskIPRules, riskDNS, riskDisk, riskPlatform, riskPortBusy} {
 		rs = append(rs, rule(p)...)
 	}
 	return rs
@@ -173,6 +173,17 @@ func riskPlatform(p *Plan) []Risk {
 			Fix:    "test the new service before the cutover (`migrate cutover` runs a health check first)"})
 	}
 	return rs
+}
+
+// riskPortBusy: something already listens on the service's port on the
+// target, so the migrated service could not bind it.
+func riskPortBusy(p *Plan) []Risk {
+	if len(p.Hosts.New.Listening) == 0 {
+		return nil
+	}
+	return []Risk{{ID: RiskPortBusy, Severity: "high", Title: "the service's port is in use on the target",
+		Detail: strings.Join(p.Hosts.New.Listening, "\n"),
+		Fix:    "stop what listens there on the new host (or move it), else the migrated service cannot start"}}
 }
 
 func hostOnly(spec string) string {

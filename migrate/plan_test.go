@@ -196,6 +196,7 @@ func TestRisks(t *testing.T) {
 		{"dns error", Plan{Domains: []string{"www"}, DNS: &DNSSection{Error: "no server"}}, RiskNoDNS},
 		{"disk", Plan{Domains: []string{"www"}, DNS: dns(0, 2), Hosts: PlanHosts{New: host("", "", 1<<20)},
 			Move: &MoveSection{Measured: true, BytesToSend: 1 << 20}}, RiskDisk},
+		{"port busy on the target", Plan{Domains: []string{"www"}, DNS: dns(0, 2), Hosts: PlanHosts{New: HostSummary{Listening: []string{"tcp 0.0.0.0:80 apache2"}}}}, RiskPortBusy},
 		{"arch and os", Plan{Domains: []string{"www"}, DNS: dns(0, 2),
 			Hosts: PlanHosts{Old: host("x86_64", "Debian 11", 0), New: host("aarch64", "Debian 12", 0)}}, RiskArch + "," + RiskOS},
 	}
