@@ -46,8 +46,11 @@ naive() { # out pkgs...
 bench() { # name capture-args naive-packages
 	name=$1 args=$2 pkgs=$3
 	t0=$(now)
-	"$M" capture --from local $args -o "$W/$name.tar.zst" > /dev/null 2> "$W/$name.err" || { cat "$W/$name.err"; return 1; }
+	"$M" -v capture --from local $args -o "$W/$name.tar.zst" > /dev/null 2> "$W/$name.err" || { cat "$W/$name.err"; return 1; }
 	tc=$(since "$t0")
+	printf '%-8s phases:' "$name"
+	sed -n 's/.*msg="\{0,1\}\([a-z ]*\)"\{0,1\} .*took=\([0-9.a-zµ]*\).*/ \1 at \2;/p' "$W/$name.err" | tr -d '\n'
+	echo
 	sc=$(size "$W/$name.tar.zst")
 	tt=$(same_list_tar "$W/$name.tar.zst" "$W/$name.same.tar.zst")
 	st=$(size "$W/$name.same.tar.zst")
