@@ -153,3 +153,39 @@ func TestStatusAndDrainLocal(t *testing.T) {
 		t.Fatalf("status after drain:\n%s", stdout)
 	}
 }
+
+// TestPlanFailuresLeaveNothing: an unreachable host or a bad TSIG key is an
+// error with a hint, and no migration directory is left behind.
+func TestPlanFailuresLeaveNothing(t *testing.T) {
+	base := t.TempDir()
+	badKey := filepath.Join(base, "bad.key")
+	os.WriteFile(badKey, []byte("not a key"), 0o600)
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unreachable", []string{"--connect-timeout", "2s", "plan", "--from", "local", "--to", "ssh://root@" + refusedAddr(t), "--service", "nginx"}, "migrate: error: "},
+		{"bad key", []string{"plan", "--from", "local", "--to", "ssh://root@" + refusedAddr(t), "--service", "nginx", "--domain", "www.example.test", "--tsig-key", badKey}, "migrate: error: tsig key " + badKey + ": "},
+	} {
+		dir := filepath.Join(base, c.name)
+		_, stderr, code := runMigrate(t, append(c.args, "--dir", dir)...)
+		if code != 1 || !strings.Contains(stderr, c.want) || !strings.Contains(stderr, "\nmigrate: hint: ") {
+			t.Errorf("%s: exit %d, stderr %q", c.name, code, stderr)
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("%s: %s left behind (%v)", c.name, dir, err)
+		}
+	}
+}
+
+func TestDrainNotAMigration(t *testing.T) {
+	_, stderr, code := runMigrate(t, "drain", t.TempDir())
+	if code != 1 || !strings.Contains(stderr, "not a migration directory\nmigrate: hint: create one with `migrate plan") {
+		t.Fatalf("exit %d stderr %q", code, stderr)
+	}
+	_, stderr, code = runMigrate(t, "status", t.TempDir())
+	if code != 1 || !strings.Contains(stderr, "not a migration directory\nmigrate: hint: ") {
+		t.Fatalf("status: exit %d stderr %q", code, stderr)
+	}
+}

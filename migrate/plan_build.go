@@ -164,10 +164,11 @@ func openBoth(ctx context.Context, o PlanOptions) (oldH, newH host.Host, err err
 	wg.Go(func() { newH, errNew = o.Open(ctx, o.To) })
 	wg.Wait()
 	if errOld != nil || errNew != nil {
-		if oldH != nil {
+		// A failed Open may return a typed nil: close only what opened.
+		if errOld == nil {
 			oldH.Close()
 		}
-		if newH != nil {
+		if errNew == nil {
 			newH.Close()
 		}
 		if errOld != nil {
