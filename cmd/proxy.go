@@ -36,6 +36,7 @@ type ProxyOptions struct {
 	PIDFile    string
 	AccessLog  string // "-" stderr, "syslog", a file, "" none
 	Metrics    string
+	Control    string
 	Quick      proxy.QuickOptions
 	PoundMode  bool
 	Foreground bool
@@ -86,6 +87,7 @@ SIGHUP reloads the file; SIGTERM stops after requests in flight finish.`,
 	fl.StringVarP(&opts.PIDFile, "pid-file", "p", "", "write the process id to this file (overrides PIDFile)")
 	fl.StringVar(&opts.AccessLog, "access-log", "-", `access log: "-" for stderr, "syslog", a file, or "" for none`)
 	fl.StringVar(&opts.Metrics, "metrics", "", "serve Prometheus metrics on ADDR:PORT at /metrics")
+	fl.StringVar(&opts.Control, "control", "", "serve the control API on this Unix socket (overrides Control)")
 	fl.StringVar(&opts.Quick.Listen, "listen", "", "listen on ADDR:PORT (without -f)")
 	fl.StringVar(&opts.Quick.To, "to", "", "forward to ADDR:PORT")
 	fl.StringVar(&opts.Quick.Emergency, "emergency", "", "forward here when --to is down")
@@ -209,7 +211,12 @@ func serveUntilStopped(ctx context.Context, opts *ProxyOptions, srv *proxy.Serve
 			}
 			next, err := proxy.ParseFile(opts.File)
 			if err == nil {
-				next.Metrics = cfg.Metrics
+				if opts.Metrics != "" {
+					next.Metrics = opts.Metrics
+				}
+				if opts.Control != "" {
+					next.Control = opts.Control
+				}
 				err = srv.Reload(next)
 			}
 			if err != nil {
@@ -285,6 +292,9 @@ func loadProxyConfig(opts *ProxyOptions) (*proxy.Config, error) {
 	}
 	if opts.Metrics != "" {
 		cfg.Metrics = opts.Metrics
+	}
+	if opts.Control != "" {
+		cfg.Control = opts.Control
 	}
 	return cfg, nil
 }

@@ -65,7 +65,7 @@ func TestProxyRunQuickAndCtl(t *testing.T) {
 	os.WriteFile(cfg, []byte(fmt.Sprintf("Control %q\nLogLevel 0\nListenHTTP\nAddress 127.0.0.1\nPort %s\nService\nBackEnd\nAddress 127.0.0.1\nPort %s\nEnd\nEnd\nEnd\n",
 		ctlSock, addr[strings.LastIndex(addr, ":")+1:], be.URL[strings.LastIndex(be.URL, ":")+1:])), 0o600)
 	for _, argv := range [][]string{
-		{"migrate", "proxy", "--listen", addr, "--to", strings.TrimPrefix(be.URL, "http://"), "--access-log", ""},
+		{"migrate", "proxy", "--listen", addr, "--to", strings.TrimPrefix(be.URL, "http://"), "--access-log", "", "--control", ctlSock},
 		{"migrate", "proxy", "-f", cfg, "-p", filepath.Join(dir, "pid")},
 	} {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -84,6 +84,12 @@ func TestProxyRunQuickAndCtl(t *testing.T) {
 		}
 		if body != "new host, client 127.0.0.1" {
 			t.Errorf("%v: body %q", argv, body)
+		}
+		if argv[2] == "--listen" {
+			out, e, code := runArgv(context.Background(), "migrate", "proxy", "ctl", "-C", ctlSock, "list")
+			if code != 0 || !strings.Contains(out, "to/0") {
+				t.Errorf("ctl list (quick mode): %d %q %q", code, out, e)
+			}
 		}
 		if argv[2] == "-f" {
 			if _, err := os.Stat(filepath.Join(dir, "pid")); err != nil {
