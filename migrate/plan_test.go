@@ -252,3 +252,37 @@ func FuzzNginxStatements(f *testing.F) {
 		}
 	})
 }
+
+func TestInspectApacheAndPostfix(t *testing.T) {
+	root := t.TempDir()
+	writeTree(t, root, map[string]string{
+		"/etc/apache2/apache2.conf": "ServerRoot /etc/apache2\nIncludeOptional sites-enabled/*.conf\nLogFormat \"%h %l %u %t \\\"%r\\\" %>s %O\" common\n",
+		"/etc/apache2/sites-enabled/000-default.conf": `<VirtualHost *:80>
+	CustomLog ${APACHE_LOG_DIR}/access.log combined
+	<Location /admin>
+		Require ip 192.0.2.0/24
+	</Location>
+	<Directory /old>
+		Order deny,allow
+		Deny from all
+		Allow from 198.51.100.0/24
+	</Directory>
+</VirtualHost>`,
+		"/etc/postfix/main.cf": "myhostname = mail.example.test\nmynetworks = 127.0.0.0/8 192.0.2.0/24\nsmtpd_client_restrictions = check_client_access hash:/etc/postfix/access\n",
+	})
+	a := InspectConfig(InspectParams{Service: "apache2", Root: root})
+	if a.Kind != "apache" || len(a.AccessRules) != 2 || len(a.AccessLogs) != 1 || a.AccessLogs[0] != "/var/log/apache2/access.log" || len(a.RealIP) != 0 {
+		t.Fatalf("apache: %+v", a)
+	}
+	if rs := Risks(&Plan{Config: a, Domains: []string{"x"}, DNS: &DNSSection{Consistent: true, Servers: []DNSServer{{Serial: 1}, {Serial: 1}}}}); riskIDs(rs) != RiskProxyAddress+","+RiskIPRules ||
+		!strings.Contains(rs[0].Fix, "RemoteIPHeader X-Forwarded-For") {
+		t.Fatalf("apache risks: %+v", rs)
+	}
+	p := InspectConfig(InspectParams{Service: "postfix", Root: root})
+	if p.Kind != "postfix" || len(p.AccessRules) != 2 {
+		t.Fatalf("postfix: %+v", p)
+	}
+	if DefaultAccessLog("postfix") != "" || ServiceKind("named") != "bind" || ServiceKind("apache2") != "apache" {
+		t.Fatal("service kinds")
+	}
+}
