@@ -81,12 +81,19 @@ func skipPath(p string) bool {
 			return true
 		}
 	}
-	return false
+	// the capture's own spool and trace scratch directories
+	return strings.HasPrefix(p, filepath.Join(os.TempDir(), "migrate-capture-")) ||
+		strings.HasPrefix(p, filepath.Join(os.TempDir(), "migrate-trace-"))
 }
 
 func (c *collector) excluded(p string) bool {
 	if c.skip[p] {
 		return true
+	}
+	for out := range c.skip { // the archive's temp file next to it (see Create)
+		if filepath.Dir(p) == filepath.Dir(out) && strings.HasPrefix(filepath.Base(p), "."+filepath.Base(out)+".tmp-") {
+			return true
+		}
 	}
 	for _, g := range c.exclude {
 		if ok, _ := filepath.Match(g, p); ok {

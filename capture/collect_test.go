@@ -115,3 +115,16 @@ func TestCollectorExclude(t *testing.T) {
 		t.Fatalf("items %v", got)
 	}
 }
+
+func TestCollectorSkipsOwnOutput(t *testing.T) {
+	d := t.TempDir()
+	os.WriteFile(filepath.Join(d, "index.html"), nil, 0o644)
+	os.WriteFile(filepath.Join(d, "a.tar.zst"), nil, 0o644)
+	os.WriteFile(filepath.Join(d, ".a.tar.zst.tmp-123"), nil, 0o644)
+	c := testCollector()
+	c.skip[filepath.Join(d, "a.tar.zst")] = true
+	c.addTree(d, "data:root")
+	if len(c.items) != 2 || c.items[filepath.Join(d, "index.html")] == nil {
+		t.Fatalf("items %v", keys(c))
+	}
+}
