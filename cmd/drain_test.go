@@ -1,7 +1,13 @@
 package cmd
 
 import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,5 +39,44 @@ func TestDrainRendering(t *testing.T) {
 	c.DNSOK, c.DNSPending, c.CachesOK, c.CachesLeft, c.TrafficOK, c.Drained = true, nil, true, 0, true, true
 	if line := drainLine(c); !strings.HasSuffix(line, "dns new  caches expired  DRAINED") {
 		t.Errorf("drained line: %s", line)
+	}
+}
+
+// TestDrainCancelled: Ctrl-C (the context ending) stops the watch with exit
+// 130, journals nothing and leaves the proxy alone.
+func TestDrainCancelled(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "web")
+	logPath := filepath.Join(t.TempDir(), "proxy.log")
+	os.WriteFile(logPath, nil, 0o644)
+	sleep := exec.Command("sleep", "60")
+	if err := sleep.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sleep.Process.Kill()
+	m, err := migrate.Create(dir, &migrate.Plan{Name: "web", From: "local", To: "local", Service: "nginx"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Journal.Append(migrate.StepTakeover, migrate.StepDone, migrate.ProxyState{Host: "local", PID: sleep.Process.Pid, AccessLog: logPath}, nil)
+	m.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(700*time.Millisecond, cancel)
+	var out, errOut bytes.Buffer
+	code := Run(ctx, IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut},
+		[]string{"migrate", "drain", dir, "--watch", "--quiet-for", "1m", "--interval", "100ms", "--then", "stop-proxy"})
+	if code != 130 || out.Len() == 0 {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, out.String(), errOut.String())
+	}
+	st, err := migrate.ReadStatus(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st.Steps {
+		if s.Step == migrate.StepDrain {
+			t.Fatalf("drain journalled after Ctrl-C: %+v", s)
+		}
+	}
+	if err := sleep.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Fatalf("the proxy was stopped: %v", err)
 	}
 }
