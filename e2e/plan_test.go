@@ -100,7 +100,14 @@ func pdFreePort(t *testing.T, avoid int) int {
 // pdStartBIND starts the two servers with records for www (ttl) and mail.
 func pdStartBIND(t *testing.T, wwwAddr string, ttl int, extra ...string) *pdBIND {
 	t.Helper()
-	testbed.RequireTools(t, "named", "nsupdate")
+	testbed.RequireTools(t, "named", "nsupdate", "ip")
+	// Binding 127.0.0.2 works without the address (lo routes 127/8), but
+	// named listens only on the addresses its interfaces list.
+	if out, err := exec.Command("ip", "-o", "addr", "show", "dev", "lo").Output(); err != nil || !strings.Contains(string(out), " 127.0.0.2/") {
+		if out, err := exec.Command("ip", "addr", "add", "127.0.0.2/8", "dev", "lo").CombinedOutput(); err != nil && !strings.Contains(string(out), "File exists") {
+			t.Fatalf("ip addr add 127.0.0.2/8 dev lo: %v: %s", err, out)
+		}
+	}
 	b := &pdBIND{Dir: t.TempDir()}
 	b.primPort = pdFreePort(t, 0)
 	b.secPort = pdFreePort(t, b.primPort)
