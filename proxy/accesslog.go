@@ -57,15 +57,67 @@ func (cc *clientConn) logRequest(svc *service, b *backend, status int, n int64, 
 	if l.srv.alog == nil || l.logLevel == 0 {
 		return
 	}
-	req := &cc.req
-	buf := cc.out[:0]
-	reqLine := func() {
-		buf = append(buf, req.bytes(req.method)...)
-		buf = append(buf, ' ')
-		buf = append(buf, req.bytes(req.target)...)
-		buf = append(buf, " HTTP/1."...)
-		buf = strconv.AppendInt(buf, int64(req.minor), 10)
+	e := logEntry{svc: "-", backend: "-", status: status, n: n, start: start, elapsed: time.Since(start).Seconds()}
+	if svc != nil {
+		e.svc = svc.name
 	}
+	if b != nil {
+		e.backend = b.addr
+	}
+	buf := cc.out[:0]
+	if l.logLevel <= 2 {
+		buf = cc.appendPoundLine(buf, &e)
+	} else {
+		buf = cc.appendCombinedLine(buf, &e)
+	}
+	buf = append(buf, '\n')
+	cc.out = buf
+	l.srv.alog.write(buf)
+}
+
+type logEntry struct {
+	svc, backend string
+	status       int
+	n            int64
+	start        time.Time
+	elapsed      float64
+}
+
+func (cc *clientConn) appendRequestLine(buf []byte) []byte {
+	req := &cc.req
+	buf = appendEscaped(buf, req.bytes(req.method))
+	buf = append(buf, ' ')
+	buf = appendEscaped(buf, req.bytes(req.target))
+	buf = append(buf, " HTTP/1."...)
+	return strconv.AppendInt(buf, int64(req.minor), 10)
+}
+
+// appendPoundLine is Pound's own format: LogLevel 1, and 2 with the
+// service, backend and time.
+func (cc *clientConn) appendPoundLine(buf []byte, e *logEntry) []byte {
+	buf = append(buf, cc.addrStr...)
+	buf = append(buf, ' ')
+	buf = cc.appendRequestLine(buf)
+	buf = append(buf, " - HTTP/1.1 "...)
+	buf = strconv.AppendInt(buf, int64(e.status), 10)
+	if cc.l.logLevel == 2 {
+		buf = append(buf, " ("...)
+		buf = appendEscaped(buf, cc.req.bytes(cc.req.host))
+		buf = append(buf, '/')
+		buf = append(buf, e.svc...)
+		buf = append(buf, " -> "...)
+		buf = append(buf, e.backend...)
+		buf = append(buf, ") "...)
+		buf = strconv.AppendFloat(buf, e.elapsed, 'f', 3, 64)
+		buf = append(buf, " sec"...)
+	}
+	return buf
+}
+
+// appendCombinedLine is Apache's combined format (LogLevel 4), with the
+// virtual host first (3) or the service, backend and time after (5).
+func (cc *clientConn) appendCombinedLine(buf []byte, e *logEntry) []byte {
+	req := &cc.req
 	quoted := func(name string) {
 		buf = append(buf, '"')
 		if v, ok := req.get(name); ok {
@@ -73,73 +125,43 @@ func (cc *clientConn) logRequest(svc *service, b *backend, status int, n int64, 
 		}
 		buf = append(buf, '"')
 	}
-	svcName, bAddr := "-", "-"
-	if svc != nil {
-		svcName = svc.name
+	if cc.l.logLevel == 3 {
+		h := req.bytes(req.host)
+		if len(h) == 0 {
+			h = []byte("-")
+		}
+		buf = appendEscaped(buf, h)
+		buf = append(buf, ' ')
 	}
-	if b != nil {
-		bAddr = b.addr
+	buf = append(buf, cc.addrStr...)
+	buf = append(buf, " - "...)
+	buf = append(buf, basicUser(req)...)
+	buf = append(buf, " ["...)
+	buf = e.start.AppendFormat(buf, "02/Jan/2006:15:04:05 -0700")
+	buf = append(buf, "] \""...)
+	buf = cc.appendRequestLine(buf)
+	buf = append(buf, "\" "...)
+	buf = strconv.AppendInt(buf, int64(e.status), 10)
+	buf = append(buf, ' ')
+	if e.n > 0 {
+		buf = strconv.AppendInt(buf, e.n, 10)
+	} else {
+		buf = append(buf, '-')
 	}
-	elapsed := time.Since(start).Seconds()
-	switch l.logLevel {
-	case 1, 2:
-		buf = append(buf, cc.addrStr...)
-		buf = append(buf, ' ')
-		reqLine()
-		buf = append(buf, " - HTTP/1.1 "...)
-		buf = strconv.AppendInt(buf, int64(status), 10)
-		if l.logLevel == 2 {
-			buf = append(buf, " ("...)
-			buf = appendEscaped(buf, req.bytes(req.host))
-			buf = append(buf, '/')
-			buf = append(buf, svcName...)
-			buf = append(buf, " -> "...)
-			buf = append(buf, bAddr...)
-			buf = append(buf, ") "...)
-			buf = strconv.AppendFloat(buf, elapsed, 'f', 3, 64)
-			buf = append(buf, " sec"...)
-		}
-	default:
-		if l.logLevel == 3 {
-			h := req.bytes(req.host)
-			if len(h) == 0 {
-				h = []byte("-")
-			}
-			buf = appendEscaped(buf, h)
-			buf = append(buf, ' ')
-		}
-		buf = append(buf, cc.addrStr...)
-		buf = append(buf, " - "...)
-		buf = append(buf, basicUser(req)...)
-		buf = append(buf, " ["...)
-		buf = start.AppendFormat(buf, "02/Jan/2006:15:04:05 -0700")
-		buf = append(buf, "] \""...)
-		reqLine()
-		buf = append(buf, "\" "...)
-		buf = strconv.AppendInt(buf, int64(status), 10)
-		buf = append(buf, ' ')
-		if n > 0 {
-			buf = strconv.AppendInt(buf, n, 10)
-		} else {
-			buf = append(buf, '-')
-		}
-		buf = append(buf, ' ')
-		quoted("referer")
-		buf = append(buf, ' ')
-		quoted("user-agent")
-		if l.logLevel == 5 {
-			buf = append(buf, " ("...)
-			buf = append(buf, svcName...)
-			buf = append(buf, " -> "...)
-			buf = append(buf, bAddr...)
-			buf = append(buf, ") "...)
-			buf = strconv.AppendFloat(buf, elapsed, 'f', 3, 64)
-			buf = append(buf, " sec"...)
-		}
+	buf = append(buf, ' ')
+	quoted("referer")
+	buf = append(buf, ' ')
+	quoted("user-agent")
+	if cc.l.logLevel == 5 {
+		buf = append(buf, " ("...)
+		buf = append(buf, e.svc...)
+		buf = append(buf, " -> "...)
+		buf = append(buf, e.backend...)
+		buf = append(buf, ") "...)
+		buf = strconv.AppendFloat(buf, e.elapsed, 'f', 3, 64)
+		buf = append(buf, " sec"...)
 	}
-	buf = append(buf, '\n')
-	cc.out = buf
-	l.srv.alog.write(buf)
+	return buf
 }
 
 // basicUser returns the user of Basic authorization, or "-".

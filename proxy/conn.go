@@ -136,6 +136,15 @@ func (cc *clientConn) handle(ctx context.Context) bool {
 	l.srv.m.inflight.Inc()
 	defer l.srv.m.inflight.Dec()
 	cc.conn.SetWriteDeadline(start.Add(l.timeout + l.client))
+	return cc.forward(ctx, svc, start)
+}
+
+// forward sends the request to a backend of svc. At most backends + 2
+// attempts: a connect failure of an idempotent request goes to another
+// backend, and a backend that closed before answering an idempotent
+// request without a body gets one fresh connection. Nothing else retries.
+func (cc *clientConn) forward(ctx context.Context, svc *service, start time.Time) bool {
+	req := &cc.req
 	var tried uint64
 	idem := idempotent(req.bytes(req.method))
 	hasBody := req.contentLength > 0 || req.chunked
@@ -171,10 +180,9 @@ func (cc *clientConn) handle(ctx context.Context) bool {
 		}
 		keep, err := cc.exchange(b, bc, svc, skey, start)
 		if errors.Is(err, errStale) && idem && !hasBody && attempt < maxAttempts {
-			// The backend closed the connection before answering: a pooled
-			// connection it had dropped, or a backend going down. Retry on
-			// a fresh connection; if that fails to connect, the backend is
-			// marked dead and another is tried.
+			// A pooled connection the backend had dropped, or a backend
+			// going down: if the fresh connection fails to connect, the
+			// backend is marked dead and another is tried.
 			b.closeIdle()
 			fresh = true
 			continue

@@ -97,6 +97,22 @@ func (cc *clientConn) writeRequestHead(w *bufio.Writer, b *backend) {
 		w.WriteString("\r\n")
 	}
 	w.Write(l.extraHeaders)
+	cc.writeClientAddress(w, xff, fwd)
+	if req.connUpgrade && req.upgrade.e > req.upgrade.s {
+		w.WriteString("Connection: Upgrade\r\nUpgrade: ")
+		w.Write(req.bytes(req.upgrade))
+		w.WriteString("\r\n")
+	}
+	if req.chunked {
+		w.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	w.WriteString("\r\n")
+}
+
+// writeClientAddress adds X-Forwarded-For, X-Forwarded-Proto and
+// Forwarded, appending to a trusted peer's values (xff, fwd).
+func (cc *clientConn) writeClientAddress(w *bufio.Writer, xff, fwd []byte) {
+	scheme := cc.l.scheme
 	w.WriteString("X-Forwarded-For: ")
 	if len(xff) > 0 {
 		w.Write(xff)
@@ -104,7 +120,7 @@ func (cc *clientConn) writeRequestHead(w *bufio.Writer, b *backend) {
 	}
 	w.WriteString(cc.addrStr)
 	w.WriteString("\r\nX-Forwarded-Proto: ")
-	w.WriteString(l.scheme)
+	w.WriteString(scheme)
 	w.WriteString("\r\nForwarded: ")
 	if len(fwd) > 0 {
 		w.Write(fwd)
@@ -117,16 +133,7 @@ func (cc *clientConn) writeRequestHead(w *bufio.Writer, b *backend) {
 		w.WriteString(cc.addrStr)
 	}
 	w.WriteString(";proto=")
-	w.WriteString(l.scheme)
-	w.WriteString("\r\n")
-	if req.connUpgrade && req.upgrade.e > req.upgrade.s {
-		w.WriteString("Connection: Upgrade\r\nUpgrade: ")
-		w.Write(req.bytes(req.upgrade))
-		w.WriteString("\r\n")
-	}
-	if req.chunked {
-		w.WriteString("Transfer-Encoding: chunked\r\n")
-	}
+	w.WriteString(scheme)
 	w.WriteString("\r\n")
 }
 
