@@ -144,16 +144,21 @@ func (m *mergedListener) Addr() net.Addr { return m.lns[0].Addr() }
 type mergedPacketConn struct {
 	merged
 	pcs []net.PacketConn
+	// via remembers which socket each client's last datagram came in on:
+	// replies must leave from the address it was sent to (sockets of one
+	// port may be bound to different addresses).
+	viaMu sync.Mutex
+	via   map[string]int
 }
 
 // MergePacketConns returns one PacketConn that reads from all of pcs (UDP
-// sockets) and writes through the first. A single one is returned as it
-// is.
+// sockets) and answers each client through the socket it wrote to. A
+// single one is returned as it is.
 func MergePacketConns(pcs []net.PacketConn) (net.PacketConn, error) {
 	if len(pcs) == 1 {
 		return pcs[0], nil
 	}
-	m := &mergedPacketConn{merged: merged{closed: make(chan struct{})}, pcs: pcs}
+	m := &mergedPacketConn{merged: merged{closed: make(chan struct{})}, pcs: pcs, via: map[string]int{}}
 	for _, pc := range pcs {
 		sc, ok := pc.(syscall.Conn)
 		if !ok {
@@ -178,6 +183,12 @@ func (m *mergedPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		n, addr, err := m.pcs[i].ReadFrom(b)
 		m.pcs[i].SetReadDeadline(time.Time{})
 		if err == nil {
+			m.viaMu.Lock()
+			if len(m.via) > maxVia {
+				clear(m.via)
+			}
+			m.via[addr.String()] = i
+			m.viaMu.Unlock()
 			return n, addr, nil
 		}
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -186,8 +197,15 @@ func (m *mergedPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 }
 
+// maxVia bounds the memory of where clients wrote to.
+const maxVia = 1 << 16
+
+// WriteTo answers through the socket addr last wrote to.
 func (m *mergedPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	return m.pcs[0].WriteTo(b, addr)
+	m.viaMu.Lock()
+	i := m.via[addr.String()]
+	m.viaMu.Unlock()
+	return m.pcs[i].WriteTo(b, addr)
 }
 
 func (m *mergedPacketConn) Close() error {

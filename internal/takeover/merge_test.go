@@ -93,6 +93,17 @@ func TestMergedPacketConn(t *testing.T) {
 	if !got['a'] || !got['b'] {
 		t.Fatalf("got %v", got)
 	}
+	// The answer leaves from the socket the client wrote to.
+	client.WriteTo([]byte("q"), pcs[1].LocalAddr())
+	if _, addr, err := m.ReadFrom(buf); err != nil {
+		t.Fatal(err)
+	} else if _, err := m.WriteTo([]byte("r"), addr); err != nil {
+		t.Fatal(err)
+	}
+	client.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, from, err := client.ReadFrom(buf); err != nil || from.String() != pcs[1].LocalAddr().String() {
+		t.Fatalf("answer from %v (%v), want %v", from, err, pcs[1].LocalAddr())
+	}
 	m.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	if _, _, err := m.ReadFrom(buf); err == nil {
 		t.Fatal("read past the deadline")

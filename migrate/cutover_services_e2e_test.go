@@ -1,0 +1,251 @@
+//go:build e2e
+
+package migrate_test
+
+import (
+	"fmt"
+	"net"
+	"net/smtp"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/migrate-tool/migrate/internal/testbed"
+	"github.com/migrate-tool/migrate/migrate"
+)
+
+func planService(t *testing.T, bed *testbed.Bed, service string, port int) string {
+	dir := filepath.Join(t.TempDir(), service)
+	m, err := migrate.Create(dir, &migrate.Plan{Version: migrate.PlanVersion, Name: service, Created: time.Now().UTC(),
+		From: bed.Old.SSHSpec(), To: bed.New.SSHSpec(), Service: service, Port: port})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	return dir
+}
+
+// sendMail runs one SMTP session; it returns nil once the server has
+// accepted the message for delivery.
+func sendMail(addr, subject string) error {
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	cl, err := smtp.NewClient(c, "old")
+	if err != nil {
+		c.Close()
+		return fmt.Errorf("greeting: %w", err)
+	}
+	defer cl.Close()
+	if err := cl.Hello("client.test"); err != nil {
+		return err
+	}
+	if err := cl.Mail("t@client.test"); err != nil {
+		return err
+	}
+	if err := cl.Rcpt("www-data@localhost"); err != nil {
+		return err
+	}
+	w, err := cl.Data()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "Subject: %s\r\n\r\nsent during the cutover\r\n", subject)
+	if err := w.Close(); err != nil {
+		return err
+	}
+	cl.Quit()
+	return nil
+}
+
+func TestCutoverPostfix(t *testing.T) {
+	bed := testbed.New(t, testbed.Options{PrivateDirs: []string{"/var/spool/postfix", "/var/mail", "/var/lib/postfix"}})
+	testbed.RequireTools(t, "postfix")
+	old := bed.Old
+	old.MustExec(t, "mkdir", "-p", "/srv/pf")
+	old.MustExec(t, "cp", "-a", "/etc/postfix/.", "/srv/pf/")
+	old.MustExec(t, "postconf", "-c", "/srv/pf", "-e", "inet_interfaces = all", "inet_protocols = ipv4", "mydestination = localhost")
+	pf := old.Start(t, "postfix", "postfix", "-c", "/srv/pf", "start-fg")
+	addr := net.JoinHostPort(old.Addr, "25")
+	testbed.WaitFor(t, "postfix on old", 20*time.Second, func() error { return sendMail(addr, "warm-up") })
+	dir := planService(t, bed, "postfix", 25)
+	if out, errOut, code := bed.Migrate(t, "cutover", dir, "--prepare-only"); code != 0 {
+		t.Fatalf("prepare: exit %d\n%s\n%s", code, out, errOut)
+	}
+
+	// Mail keeps coming: 4 senders, one session each every 50 ms.
+	var accepted sync.Map
+	var nAccepted, nFailed atomic.Int64
+	var failures []string
+	var fmu sync.Mutex
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for s := 0; s < 4; s++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 2000; i++ {
+				select {
+				case <-stop:
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
+				subject := fmt.Sprintf("m-%d-%d", s, i)
+				if err := sendMail(addr, subject); err != nil {
+					nFailed.Add(1)
+					fmu.Lock()
+					failures = append(failures, subject+": "+err.Error())
+					fmu.Unlock()
+					continue
+				}
+				accepted.Store(subject, true)
+				nAccepted.Add(1)
+			}
+		}()
+	}
+	time.Sleep(2 * time.Second)
+	out, errOut, code := bed.Migrate(t, "cutover", dir)
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wg.Wait()
+	if code != 0 {
+		t.Fatalf("cutover: exit %d\n%s\n%s", code, out, errOut)
+	}
+	t.Logf("cutover:\n%s%s", out, errOut)
+	t.Logf("smtp: %d sessions accepted, %d failed %v", nAccepted.Load(), nFailed.Load(), failures)
+	select {
+	case <-pf.Done():
+	default:
+		t.Fatal("postfix still runs on old")
+	}
+	if nFailed.Load() != 0 {
+		t.Errorf("%d SMTP sessions failed during the cutover: %v", nFailed.Load(), failures)
+	}
+	// Every accepted message is in new's mailbox, exactly once.
+	mbox := "/srv/migrate/postfix/root/var/mail/www-data"
+	testbed.WaitFor(t, "every accepted message delivered on new", 60*time.Second, func() error {
+		b, err := bed.New.ReadFile(mbox)
+		if err != nil {
+			return err
+		}
+		var missing, twice []string
+		accepted.Range(func(k, _ any) bool {
+			switch n := strings.Count(string(b), "Subject: "+k.(string)+"\n"); {
+			case n == 0:
+				missing = append(missing, k.(string))
+			case n > 1:
+				twice = append(twice, k.(string))
+			}
+			return true
+		})
+		if len(twice) > 0 {
+			t.Fatalf("delivered more than once: %v", twice)
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("%d of %d accepted messages not delivered yet (e.g. %s)", len(missing), nAccepted.Load(), missing[0])
+		}
+		return nil
+	})
+}
+
+func TestCutoverBIND(t *testing.T) {
+	bed := testbed.New(t, testbed.Options{})
+	testbed.RequireTools(t, "named")
+	old := bed.Old
+	conf := `options { directory "/srv/bind"; pid-file "named.pid"; session-keyfile "session.key";
+  listen-on port 53 { any; }; listen-on-v6 { none; }; recursion no; dnssec-validation no; };
+zone "example.test" { type primary; file "example.test.db"; };
+`
+	zone := "$TTL 300\n@ IN SOA ns1 hostmaster 7 3600 600 86400 300\n@ NS ns1\n@ MX 10 mail\nns1 A 192.0.2.1\n" +
+		"www A 192.0.2.10\nmail A 192.0.2.25\napp CNAME www\n"
+	old.WriteFile(t, "/srv/bind/named.conf", []byte(conf), 0o644)
+	old.WriteFile(t, "/srv/bind/example.test.db", []byte(zone), 0o644)
+	named := old.Start(t, "named", "named", "-g", "-c", "/srv/bind/named.conf")
+	server := net.JoinHostPort(old.Addr, "53")
+	query := func(net string, name string) error {
+		m := new(dns.Msg)
+		m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+		c := &dns.Client{Net: net, Timeout: 5 * time.Second}
+		r, _, err := c.Exchange(m, server)
+		if err != nil {
+			return err
+		}
+		if r.Rcode != dns.RcodeSuccess || len(r.Answer) == 0 {
+			return fmt.Errorf("%s %s: rcode %s, %d answers", net, name, dns.RcodeToString[r.Rcode], len(r.Answer))
+		}
+		return nil
+	}
+	testbed.WaitFor(t, "named on old", 15*time.Second, func() error { return query("udp", "www.example.test") })
+	dir := planService(t, bed, "bind9", 53)
+	if out, errOut, code := bed.Migrate(t, "cutover", dir, "--prepare-only"); code != 0 {
+		t.Fatalf("prepare: exit %d\n%s\n%s", code, out, errOut)
+	}
+
+	// Queries keep coming over UDP and TCP, each answered or failed once.
+	var ok, failed atomic.Int64
+	var failures []string
+	var fmu sync.Mutex
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < 6; w++ {
+		proto := []string{"udp", "tcp"}[w%2]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 5000; i++ {
+				select {
+				case <-stop:
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+				name := []string{"www.example.test", "mail.example.test", "app.example.test"}[i%3]
+				if err := query(proto, name); err != nil {
+					failed.Add(1)
+					fmu.Lock()
+					failures = append(failures, proto+" "+name+": "+err.Error())
+					fmu.Unlock()
+					continue
+				}
+				ok.Add(1)
+			}
+		}()
+	}
+	time.Sleep(2 * time.Second)
+	out, errOut, code := bed.Migrate(t, "cutover", dir)
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wg.Wait()
+	if code != 0 {
+		t.Fatalf("cutover: exit %d\n%s\n%s", code, out, errOut)
+	}
+	t.Logf("cutover:\n%s%s", out, errOut)
+	t.Logf("dns: %d queries answered, %d failed", ok.Load(), failed.Load())
+	select {
+	case <-named.Done():
+	default:
+		t.Fatal("named still runs on old")
+	}
+	// Through the proxy on old's address, every name answers, on both protocols.
+	for _, proto := range []string{"udp", "tcp"} {
+		for _, name := range []string{"www.example.test", "mail.example.test", "app.example.test"} {
+			for i := 0; i < 5; i++ {
+				if err := query(proto, name); err != nil {
+					t.Errorf("after cutover: %v", err)
+				}
+			}
+		}
+	}
+	if failed.Load() != 0 {
+		t.Fatalf("%d queries failed during the cutover: %v", failed.Load(), failures)
+	}
+	if ok.Load() < 500 {
+		t.Fatalf("only %d queries answered", ok.Load())
+	}
+}
