@@ -61,8 +61,15 @@ func (cc *clientConn) logRequest(svc *service, b *backend, status int, n int64, 
 	if svc != nil {
 		e.svc = svc.name
 	}
-	if b != nil {
+	switch {
+	case b == nil:
+		e.reason = []byte(statusText(status))
+	case b.cfg.Redirect != "":
+		e.backend = b.cfg.Redirect
+		e.reason = []byte(redirectText(status))
+	default:
 		e.backend = b.addr
+		e.reason = cc.resp.bytes(cc.resp.reason)
 	}
 	buf := cc.out[:0]
 	if l.logLevel <= 2 {
@@ -77,6 +84,7 @@ func (cc *clientConn) logRequest(svc *service, b *backend, status int, n int64, 
 
 type logEntry struct {
 	svc, backend string
+	reason       []byte
 	status       int
 	n            int64
 	start        time.Time
@@ -100,6 +108,8 @@ func (cc *clientConn) appendPoundLine(buf []byte, e *logEntry) []byte {
 	buf = cc.appendRequestLine(buf)
 	buf = append(buf, " - HTTP/1.1 "...)
 	buf = strconv.AppendInt(buf, int64(e.status), 10)
+	buf = append(buf, ' ')
+	buf = append(buf, e.reason...)
 	if cc.l.logLevel == 2 {
 		buf = append(buf, " ("...)
 		buf = appendEscaped(buf, cc.req.bytes(cc.req.host))
@@ -115,7 +125,8 @@ func (cc *clientConn) appendPoundLine(buf []byte, e *logEntry) []byte {
 }
 
 // appendCombinedLine is Apache's combined format (LogLevel 4), with the
-// virtual host first (3) or the service, backend and time after (5).
+// Host header first (3, 5) and the service, backend and time after (5),
+// as Pound writes them.
 func (cc *clientConn) appendCombinedLine(buf []byte, e *logEntry) []byte {
 	req := &cc.req
 	quoted := func(name string) {
@@ -125,7 +136,7 @@ func (cc *clientConn) appendCombinedLine(buf []byte, e *logEntry) []byte {
 		}
 		buf = append(buf, '"')
 	}
-	if cc.l.logLevel == 3 {
+	if cc.l.logLevel == 3 || cc.l.logLevel == 5 {
 		h := req.bytes(req.host)
 		if len(h) == 0 {
 			h = []byte("-")
