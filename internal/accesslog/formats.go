@@ -312,11 +312,17 @@ func parseHAProxy(p *Parser, c *cursor, r *Record) bool {
 	if r.Bytes, ok = parseBytes(b); !ok {
 		return false
 	}
-	rest := c.rest()
-	q := bytes.IndexByte(rest, '"')
-	if q < 0 || len(rest) < q+2 || rest[len(rest)-1] != '"' {
+	// The request is the first quoted field (after the optional captured
+	// headers); "option httpslog" adds fields after it.
+	q := bytes.IndexByte(c.rest(), '"')
+	if q < 0 {
 		return false
 	}
-	p.request(rest[q+1:len(rest)-1], r)
+	c.i += q
+	req, ok := c.quoted()
+	if !ok {
+		return false
+	}
+	p.request(req, r)
 	return true
 }

@@ -84,9 +84,23 @@ var samples = []sample{
 		`Nov 21 10:00:11 lb haproxy[14389]: 192.0.2.20:33317 [21/Nov/2026:10:00:11.655] http-in static/srv1 10/0/30/69/109 200 2750 - - ---- 1/1/1/1/0 0/0 {1wt.eu} {} "GET /index.html HTTP/1.1"`,
 		Record{Time: time.Date(2026, 11, 21, 10, 0, 11, 655e6, utc), Client: "192.0.2.20", Method: "GET",
 			Path: "/index.html", Status: 200, Bytes: 2750}},
+	{"haproxy httpslog", HAProxy,
+		`192.0.2.21:4711 [21/Nov/2026:10:00:13.001] https-in~ web/s1 0/0/1/2/3 304 150 - - ---- 2/2/0/0/0 0/0 "GET /c.css HTTP/2.0" 0/0/0/0/0 old/TLSv1.3/TLS_AES_256_GCM_SHA384`,
+		Record{Time: time.Date(2026, 11, 21, 10, 0, 13, 1e6, utc), Client: "192.0.2.21", Method: "GET",
+			Path: "/c.css", Status: 304, Bytes: 150}},
 	{"haproxy httplog no headers, ipv6, bad req", HAProxy,
 		`<134>Nov 21 10:00:12 lb haproxy[1]: ::1:4242 [21/Nov/2026:10:00:12.000] fe~ fe/<NOSRV> -1/-1/-1/-1/+0 -1 +188 - - PR-- 0/0/0/0/0 0/0 "<BADREQ>"`,
 		Record{Time: time.Date(2026, 11, 21, 10, 0, 12, 0, utc), Client: "::1", Status: -1, Bytes: 188}},
+}
+
+func sampleOf(t *testing.T, f Format) sample {
+	for _, s := range samples {
+		if s.format == f {
+			return s
+		}
+	}
+	t.Fatalf("no sample in %s", f)
+	return sample{}
 }
 
 func newTestParser(t testing.TB, name string) *Parser {
@@ -141,7 +155,7 @@ func TestDetect(t *testing.T) {
 func TestDetectLocks(t *testing.T) {
 	p := newTestParser(t, "")
 	var r Record
-	line := []byte(samples[2].line)
+	line := []byte(sampleOf(t, Combined).line)
 	for i := 0; i < 8; i++ {
 		if err := p.Parse(line, &r); err != nil {
 			t.Fatal(err)
@@ -151,7 +165,7 @@ func TestDetectLocks(t *testing.T) {
 		t.Fatalf("format after 8 lines = %q", p.Format())
 	}
 	// Locked: a line in another format no longer parses.
-	if err := p.Parse([]byte(samples[16].line), &r); !errors.Is(err, ErrNoMatch) {
+	if err := p.Parse([]byte(sampleOf(t, HAProxy).line), &r); !errors.Is(err, ErrNoMatch) {
 		t.Fatalf("locked parser accepted a haproxy line: %v", err)
 	}
 }
