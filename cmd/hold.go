@@ -33,6 +33,11 @@ func (p *proxyForwarder) Serve(ctx context.Context, held migrate.Held) error {
 	if err != nil {
 		return err
 	}
+	// Apache combined: what migrate drain reads.
+	cfg.LogLevel = 4
+	for _, l := range cfg.Listeners {
+		l.LogLevel = 4
+	}
 	po := proxy.Options{Logger: p.log}
 	if held.TCP != nil {
 		po.Inherited = map[string]net.Listener{p.opts.Listen: held.TCP}
