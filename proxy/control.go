@@ -142,7 +142,9 @@ func (s *Server) controlHandler() http.Handler {
 // startSide opens the control socket and the metrics listener.
 func (s *Server) startSide(cfg *Config) error {
 	if cfg.Control != "" {
-		os.Remove(cfg.Control) // a stale socket from a previous run
+		if st, err := os.Lstat(cfg.Control); err == nil && st.Mode()&os.ModeSocket != 0 {
+			os.Remove(cfg.Control) // a stale socket from a previous run; never another kind of file
+		}
 		ln, err := net.Listen("unix", cfg.Control)
 		if err != nil {
 			return hint.With(fmt.Errorf("control socket: %w", err), "check that the directory of Control exists and is writable")
