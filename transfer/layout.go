@@ -88,6 +88,25 @@ func (l Layout) Manifest() (*capture.Manifest, error) {
 	return &m, nil
 }
 
+// makeDir creates DEST/NAME with mode 0700: the root may hold set-uid
+// files from the archive, which users of the target must not reach.
+func (l Layout) makeDir() error {
+	if err := os.MkdirAll(l.Dest, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", l.Dest, err)
+	}
+	if err := os.Mkdir(l.Dir(), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("create %s: %w", l.Dir(), err)
+	}
+	fi, err := os.Lstat(l.Dir())
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", l.Dir())
+	}
+	return os.Chmod(l.Dir(), 0o700)
+}
+
 // writeState writes a state file in the service directory atomically.
 func (l Layout) writeState(name string, data []byte) error {
 	tmp, err := os.CreateTemp(l.Dir(), "."+name+".tmp-*")

@@ -163,7 +163,7 @@ func specOf(l Layout, m *capture.Manifest) (*chroot.Spec, error) {
 		return nil, err
 	}
 	hostname := m.Host
-	if hostname == "" || strings.ContainsAny(hostname, "/: ") {
+	if hostname == "" || len(hostname) > 64 || strings.ContainsAny(hostname, "/: ") {
 		hostname, _ = os.Hostname()
 	}
 	return &chroot.Spec{Name: l.Name, Dir: l.Dir(), Root: l.Root(), Start: argv, Stop: m.Stop, Hostname: hostname,

@@ -62,6 +62,9 @@ func TestShipFreshResumeAndComplete(t *testing.T) {
 	if l.Complete() != st.Digest {
 		t.Fatal("not marked complete")
 	}
+	if fi, err := os.Stat(l.Dir()); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("%s: %v %v, want mode 0700 (set-uid files inside)", l.Dir(), fi.Mode(), err)
+	}
 
 	// Same archive again: nothing sent.
 	st2, err := Ship(ctx, c, arch, Options{Dest: dest, NoReuse: true})

@@ -109,6 +109,9 @@ func prepare(ctx context.Context, p prepareParams, log *slog.Logger) (*PrepareRe
 	if err := checkBase(l, m, p.Digest); err != nil {
 		return nil, err
 	}
+	if err := l.makeDir(); err != nil {
+		return nil, diskHint(err)
+	}
 	t, err := openTarget(l, m, log)
 	if err != nil {
 		return nil, err
