@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 )
 
@@ -29,7 +28,7 @@ var (
 // Binary returns the path of a static migrate binary (CGO_ENABLED=0) built
 // from ./cmd/migrate of the module the test runs in, once per test process.
 // A build failure fails the test.
-func Binary(t testing.TB) string {
+func Binary(t TB) string {
 	t.Helper()
 	binOnce.Do(func() { binPath, binErr = build() })
 	if binErr != nil {
@@ -110,7 +109,7 @@ var MigrateTimeout = 3 * time.Minute
 // namespace with the bed's --known-hosts and -i flags before args. Its
 // environment has HOME set to an empty directory of the bed (so the
 // runner's ~/.ssh is not used) and no SSH_AUTH_SOCK.
-func (b *Bed) MigrateCmd(ctx context.Context, t testing.TB, args ...string) *exec.Cmd {
+func (b *Bed) MigrateCmd(ctx context.Context, t TB, args ...string) *exec.Cmd {
 	t.Helper()
 	full := append([]string{"--known-hosts", b.KnownHosts, "-i", b.ClientKey}, args...)
 	cmd := exec.CommandContext(ctx, Binary(t), full...)
@@ -128,7 +127,7 @@ func (b *Bed) MigrateCmd(ctx context.Context, t testing.TB, args ...string) *exe
 
 // Migrate runs migrate (see MigrateCmd) and returns its stdout, stderr and
 // exit code. Not being able to run it at all fails the test.
-func (b *Bed) Migrate(t testing.TB, args ...string) (stdout, stderr string, code int) {
+func (b *Bed) Migrate(t TB, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), MigrateTimeout)
 	defer cancel()

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"testing"
 	"time"
 
 	"github.com/miekg/dns"
@@ -56,7 +55,7 @@ zone "%[5]s" { %[6]s };
 
 // StartDNS runs the zone's primary (and secondary) on the client host and
 // waits until both answer for the zone's SOA.
-func (b *Bed) StartDNS(t testing.TB, o DNSOptions) *DNS {
+func (b *Bed) StartDNS(t TB, o DNSOptions) *DNS {
 	t.Helper()
 	RequireTools(t, "named")
 	if o.Zone == "" {

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
-	"testing"
 	"time"
 )
 
@@ -47,7 +46,7 @@ http {
 // StartNginx runs nginx in the foreground inside the host and waits until
 // it answers HTTP on its port from the root namespace. It is stopped like
 // any Start process.
-func (n *Node) StartNginx(t testing.TB, o NginxOptions) *Proc {
+func (n *Node) StartNginx(t TB, o NginxOptions) *Proc {
 	t.Helper()
 	RequireTools(t, "nginx")
 	if o.Port == 0 || o.System {
@@ -110,7 +109,7 @@ func WaitTCP(addr string, timeout time.Duration, p *Proc) error {
 
 // WaitFor polls cond until it returns nil or timeout passes, then fails
 // the test with the last error, naming what was awaited.
-func WaitFor(t testing.TB, what string, timeout time.Duration, cond func() error) {
+func WaitFor(t TB, what string, timeout time.Duration, cond func() error) {
 	t.Helper()
 	if err := poll(timeout, nil, cond); err != nil {
 		t.Fatalf("waiting for %s: %v", what, err)

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -60,7 +59,7 @@ func (n *Node) Path(p string) string {
 
 // WriteFile writes a file inside the host (through Path), creating parent
 // directories.
-func (n *Node) WriteFile(t testing.TB, p string, data []byte, mode os.FileMode) {
+func (n *Node) WriteFile(t TB, p string, data []byte, mode os.FileMode) {
 	t.Helper()
 	hp := n.Path(p)
 	if err := os.MkdirAll(filepath.Dir(hp), 0o755); err != nil {
@@ -116,7 +115,7 @@ func (n *Node) Exec(ctx context.Context, argv ...string) ([]byte, error) {
 }
 
 // MustExec is Exec with a one-minute timeout that fails the test on error.
-func (n *Node) MustExec(t testing.TB, argv ...string) string {
+func (n *Node) MustExec(t TB, argv ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -250,7 +249,7 @@ func (n *Node) stopInit() {
 	n.init = nil
 }
 
-func writeFile(t testing.TB, path, data string) {
+func writeFile(t TB, path, data string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
 		t.Fatalf("testbed: %v", err)

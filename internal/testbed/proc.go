@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"testing"
 	"time"
 )
 
@@ -29,7 +28,7 @@ type Proc struct {
 // Start runs argv in the background inside the host. The process is
 // stopped (SIGTERM, then SIGKILL after 5 s) when the test that started it
 // ends, and in any case when the bed is torn down.
-func (n *Node) Start(t testing.TB, name string, argv ...string) *Proc {
+func (n *Node) Start(t TB, name string, argv ...string) *Proc {
 	t.Helper()
 	p, err := n.start(name, argv...)
 	if err != nil {

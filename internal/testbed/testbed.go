@@ -24,7 +24,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 )
 
@@ -86,7 +85,7 @@ type Bed struct {
 	// IdentityFile ClientKey, UserKnownHostsFile KnownHosts.
 	SSHConfig string
 
-	t      testing.TB
+	t      TB
 	lock   *os.File
 	mu     sync.Mutex
 	procs  []*Proc
@@ -104,7 +103,7 @@ func (b *Bed) UnusedAddr() string { return b.Addr(UnusedHost) }
 
 // New builds a bed and registers its teardown with t.Cleanup. It skips
 // (or, with MIGRATE_E2E_REQUIRE=1, fails) when the machine cannot run it.
-func New(t testing.TB, opts Options) *Bed {
+func New(t TB, opts Options) *Bed {
 	t.Helper()
 	Require(t)
 	private, err := privateDirs(opts)
@@ -236,7 +235,7 @@ func parallel(nodes []*Node, fn func(n *Node) error) error {
 // Unavailable skips the test because the machine lacks something it needs,
 // or fails it when MIGRATE_E2E_REQUIRE=1 (as in CI), where a skipped e2e
 // test would hide a broken setup.
-func Unavailable(t testing.TB, format string, args ...any) {
+func Unavailable(t TB, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
 	if os.Getenv("MIGRATE_E2E_REQUIRE") == "1" {
@@ -251,7 +250,7 @@ var baseTools = []string{"ip", "nsenter", "tini", "mount", "hostname", "sleep", 
 
 // Require checks that a bed can be built here: root, and the tools it runs.
 // It is called by New; tests that need more call RequireTools.
-func Require(t testing.TB) {
+func Require(t TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		Unavailable(t, "the test bed needs root (network, mount and PID namespaces)")
@@ -264,7 +263,7 @@ func Require(t testing.TB) {
 
 // RequireTools skips (or fails, see Unavailable) unless every named program
 // is on PATH or in /usr/sbin or /sbin.
-func RequireTools(t testing.TB, tools ...string) {
+func RequireTools(t TB, tools ...string) {
 	t.Helper()
 	var missing []string
 	for _, tool := range tools {
