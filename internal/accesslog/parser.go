@@ -1,6 +1,7 @@
 package accesslog
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -281,6 +282,12 @@ func (p *Parser) str(b []byte) string {
 }
 
 func (p *Parser) request(b []byte, r *Record) {
+	if p.opts.SkipPath {
+		if sp := bytes.IndexByte(b, ' '); sp > 0 {
+			r.Method = method(validMethod(b[:sp]), p)
+		}
+		return
+	}
 	m, target := splitRequest(b)
 	r.Method = method(m, p)
 	if !p.opts.SkipPath && len(target) > 0 {

@@ -105,6 +105,9 @@ func sampleOf(t *testing.T, f Format) sample {
 
 func newTestParser(t testing.TB, name string) *Parser {
 	t.Helper()
+	if name == "skip-path" {
+		name = ""
+	}
 	p, err := NewParser(name, Options{Location: utc, Now: fixedNow})
 	if err != nil {
 		t.Fatal(err)
@@ -115,13 +118,19 @@ func newTestParser(t testing.TB, name string) *Parser {
 func TestParseSamples(t *testing.T) {
 	for _, s := range samples {
 		t.Run(s.name, func(t *testing.T) {
-			for _, mode := range []string{"auto", string(s.format)} {
+			for _, mode := range []string{"auto", string(s.format), "skip-path"} {
 				p := newTestParser(t, mode)
+				if mode == "skip-path" {
+					p, _ = NewParser("", Options{Location: utc, Now: fixedNow, SkipPath: true})
+				}
 				var r Record
 				if err := p.Parse([]byte(s.line), &r); err != nil {
 					t.Fatalf("%s: Parse: %v", mode, err)
 				}
 				want := s.want
+				if mode == "skip-path" {
+					want.Path = ""
+				}
 				want.Format = s.format
 				want.Addr, _ = netip.ParseAddr(want.Client)
 				if !r.Time.Equal(want.Time) {
