@@ -110,8 +110,14 @@ type quietTracker struct {
 	start    time.Time
 	span     time.Duration
 	limit    float64
-	recent   []time.Time // request times within span of the newest
+	recent   []timedCount // batches within span of the newest, oldest first
+	inSpan   int64        // requests in recent
 	lastBusy time.Time
+}
+
+type timedCount struct {
+	t time.Time
+	n int64
 }
 
 func newQuietTracker(start time.Time, threshold int64, quietFor time.Duration) *quietTracker {
@@ -121,19 +127,20 @@ func newQuietTracker(start time.Time, threshold int64, quietFor time.Duration) *
 
 // add counts n requests at t (times must not go backwards by much). The
 // quiet period restarts at a request that brings the span over the limit.
+// Memory is one entry per call, not per request.
 func (q *quietTracker) add(t time.Time, n int64) {
 	if n <= 0 {
 		return
 	}
-	for range n {
-		q.recent = append(q.recent, t)
-	}
+	q.recent = append(q.recent, timedCount{t, n})
+	q.inSpan += n
 	i := 0
-	for i < len(q.recent) && !q.recent[i].After(t.Add(-q.span)) {
+	for i < len(q.recent) && !q.recent[i].t.After(t.Add(-q.span)) {
+		q.inSpan -= q.recent[i].n
 		i++
 	}
 	q.recent = q.recent[i:]
-	if float64(len(q.recent)) > q.limit && t.After(q.lastBusy) {
+	if float64(q.inSpan) > q.limit && t.After(q.lastBusy) {
 		q.lastBusy = t
 	}
 }

@@ -1,7 +1,9 @@
 package migrate
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -305,4 +307,72 @@ func TestDrainInputs(t *testing.T) {
 	if ps, _, err = DrainInputs(m); err != nil || ps.PID != 42 || ps.AccessLog != "/var/lib/migrate/cutover/web/access.log" || ps.Host != "local" {
 		t.Fatalf("from a TakeoverResult: %+v %v", ps, err)
 	}
+}
+
+// countingWriter decodes FollowBatch lines and cancels once n lines came.
+type countingWriter struct {
+	buf    []byte
+	got, n int64
+	cancel func()
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		var b FollowBatch
+		if err := json.Unmarshal(w.buf[:i], &b); err != nil {
+			return 0, err
+		}
+		w.buf = w.buf[i+1:]
+		if w.got += b.Lines; w.got >= w.n {
+			w.cancel()
+		}
+	}
+}
+
+// BenchmarkFollow measures the agent side of drain: tail, parse and count
+// per client, for a file of nginx combined lines read from its start.
+func BenchmarkFollow(b *testing.B) {
+	const n = 500_000
+	path := filepath.Join(b.TempDir(), "access.log")
+	var sb strings.Builder
+	for i := range n {
+		fmt.Fprintf(&sb, "198.51.100.%d - - [22/Nov/2026:01:02:03 +0000] \"GET /item/%d HTTP/1.1\" 200 %d \"https://example.test/\" \"Mozilla/5.0 (X11; Linux x86_64)\"\n", i%200, i, 1000+i%5000)
+	}
+	if err := os.WriteFile(path, []byte(sb.String()), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(sb.Len()))
+	b.ResetTimer()
+	for range b.N {
+		ctx, cancel := context.WithCancel(context.Background())
+		w := &countingWriter{n: n, cancel: cancel}
+		r, err := Follow(ctx, FollowParams{Path: path, FromStart: true}, w)
+		if err != nil || r.Lines != n || w.got != n {
+			b.Fatalf("lines %d, batches %d: %v", r.Lines, w.got, err)
+		}
+	}
+	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "lines/s")
+}
+
+// BenchmarkAddBatch measures the watcher side: folding a batch of 10000
+// requests from 200 clients into the window and the quiet tracker.
+func BenchmarkAddBatch(b *testing.B) {
+	now := time.Now()
+	w := traffic.NewWindow(now, 20*time.Minute)
+	q := newQuietTracker(now, 1, 10*time.Minute)
+	all := map[string]int64{}
+	batch := FollowBatch{Lines: 10000, Clients: map[string]int64{}}
+	for i := range 200 {
+		batch.Clients[fmt.Sprintf("198.51.100.%d", i)] = 50
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		addBatch(w, q, all, now.Add(time.Duration(i)*time.Millisecond), &batch)
+	}
+	b.ReportMetric(float64(10000*b.N)/b.Elapsed().Seconds(), "requests/s")
 }
