@@ -145,6 +145,8 @@ func (e *StartError) Error() string {
 		what = fmt.Sprintf("not listening after %s", e.Timeout)
 	case e.State.Signal != "":
 		what = "killed by " + e.State.Signal
+	case e.State.ExitCode == 0:
+		what = "exited with status 0 (the start command must stay in the foreground; a daemon that forks is killed with its namespace)"
 	default:
 		what = fmt.Sprintf("exited with status %d", e.State.ExitCode)
 	}
