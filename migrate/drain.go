@@ -231,6 +231,16 @@ func DrainInputs(m *Migration) (ProxyState, *DNSSwitch, error) {
 		if len(sw.Servers) == 0 {
 			sw.Servers = m.Plan.DNSServers
 		}
+		if len(sw.Servers) == 0 {
+			// The servers the update was confirmed on.
+			for _, c := range sw.Changes {
+				for _, s := range c.Servers {
+					if s.Server != "" && !slices.Contains(sw.Servers, s.Server) {
+						sw.Servers = append(sw.Servers, s.Server)
+					}
+				}
+			}
+		}
 		return ps, &sw, nil
 	}
 	if len(m.Plan.Domains) > 0 {

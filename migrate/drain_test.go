@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/migrate-tool/migrate/dnscheck"
 	"github.com/migrate-tool/migrate/internal/host"
 	"github.com/migrate-tool/migrate/internal/traffic"
 )
@@ -297,9 +298,10 @@ func TestDrainInputs(t *testing.T) {
 	if _, _, err := DrainInputs(m); err == nil || !strings.Contains(err.Error(), "not been switched") {
 		t.Fatalf("no DNS switch: %v", err)
 	}
-	m.Journal.Append(StepDNS, StepDone, DNSSwitch{Names: []string{"www.example.test"}}, nil)
+	m.Journal.Append(StepDNS, StepDone, DNSSwitch{Names: []string{"www.example.test"}, Changes: []*dnscheck.Change{
+		{Servers: []dnscheck.Confirmation{{Server: "127.0.0.1:53"}, {Server: "127.0.0.2:53"}}}, {Servers: []dnscheck.Confirmation{{Server: "127.0.0.2:53"}}}}}, nil)
 	ps, sw, err := DrainInputs(m)
-	if err != nil || ps.Host != "local" || ps.AccessLog != "/x" || sw == nil {
+	if err != nil || ps.Host != "local" || ps.AccessLog != "/x" || sw == nil || strings.Join(sw.Servers, " ") != "127.0.0.1:53 127.0.0.2:53" {
 		t.Fatalf("inputs %+v %+v %v", ps, sw, err)
 	}
 	// The cutover journals a TakeoverResult around the ProxyState.
