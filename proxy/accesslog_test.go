@@ -24,7 +24,7 @@ func TestAccessLogReadByDrain(t *testing.T) {
 		req.Host = "h.example"
 		body(t, http.DefaultClient, req)
 		body(t, http.DefaultClient, mustReq("PROPFIND", "http://127.0.0.1:"+lp+"/dav"))
-		s.alog.flush()
+		waitLog(t, s, &buf, 2)
 		p, err := accesslog.NewParser(string(formats[level]), accesslog.Options{})
 		if err != nil {
 			t.Fatal(err)

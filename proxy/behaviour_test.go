@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -452,8 +453,7 @@ func TestAccessLogFormats(t *testing.T) {
 		req.Header.Set("Referer", "http://ref/")
 		req.Header.Set("User-Agent", `agent "q"`)
 		body(t, http.DefaultClient, req)
-		s.alog.flush()
-		line := buf.String()
+		line := waitLog(t, s, &buf, 1)
 		if !strings.HasPrefix(line, want[level]) {
 			t.Errorf("LogLevel %d: %q does not start with %q", level, line, want[level])
 		}
@@ -464,9 +464,29 @@ func TestAccessLogFormats(t *testing.T) {
 }
 
 type syncBuffer struct {
-	mu  chan struct{}
+	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) { return b.buf.Write(p) }
-func (b *syncBuffer) String() string              { return b.buf.String() }
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitLog waits until the access log holds n lines: a line is written
+// after the response reaches the client.
+func waitLog(t *testing.T, s *Server, b *syncBuffer, n int) string {
+	t.Helper()
+	waitFor(t, 5*time.Second, func() bool {
+		s.alog.flush()
+		return strings.Count(b.String(), "\n") >= n
+	})
+	return b.String()
+}
