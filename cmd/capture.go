@@ -209,8 +209,8 @@ func nameOr(name string, id int) string {
 }
 
 func printEntriesJSON(f *Factory, m *capture.Manifest) error {
-	for i := range m.Entries {
-		if err := f.printJSON("entry", &m.Entries[i]); err != nil {
+	for i := range m.Entries { // nested: the entry's own "type" (file, dir, ...) stays intact
+		if err := f.printJSON("entry", map[string]any{"entry": &m.Entries[i]}); err != nil {
 			return err
 		}
 	}
