@@ -114,3 +114,31 @@ func rawRead(c net.Conn, until string) string {
 	}
 	return string(b)
 }
+
+func TestPipelinedRequests(t *testing.T) {
+	a := named("a")
+	defer a.Close()
+	lp := freePort(t)
+	startProxy(t, simpleCfg(lp, portOf(a.URL)), nil)
+	c, err := net.Dial("tcp", "127.0.0.1:"+lp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, strings.Repeat("GET /1 HTTP/1.1\r\nHost: a\r\n\r\n", 3)+"GET /last HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+	br := bufio.NewReader(c)
+	for i := 0; i < 4; i++ {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("response %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if string(b) != "a|||" {
+			t.Fatalf("response %d: %q", i, b)
+		}
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("connection not closed after Connection: close: %v", err)
+	}
+}
