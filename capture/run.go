@@ -89,6 +89,9 @@ func Collect(ctx context.Context, opts Options) (*Manifest, error) {
 	}
 	log.Debug("service found", "service", s.name, "profile", s.prof.name, "pid", s.main.PID, "procs", len(s.procs), "took", time.Since(start))
 	c.acc = readAccounts()
+	for _, n := range s.notes {
+		c.note("%s", n)
+	}
 	startArgv := s.prof.start(s)
 	traced := make(chan traceOutcome, 1)
 	go func() { traced <- runTrace(ctx, opts.Trace, s, startArgv) }()

@@ -24,6 +24,7 @@ type service struct {
 	main  *Process
 	procs []*Process // main first, then descendants
 	ports []Port
+	notes []string // findings for the manifest's notes
 }
 
 // findService identifies the service by --port or by name (profile,
@@ -61,14 +62,27 @@ func findService(opts Options, pk *packages) (*service, error) {
 			return nil, notFound(opts.Service, prof)
 		}
 	}
+	matched, err = sameNamespace(matched, opts)
+	if err != nil {
+		return nil, err
+	}
 	main := mainProcess(matched)
+	var notes []string
+	if roots := instances(matched); len(roots) > 1 {
+		var ids []string
+		for _, r := range roots {
+			ids = append(ids, fmt.Sprint(r.PID))
+		}
+		notes = append(notes, fmt.Sprintf("%d instances found (PIDs %s); captured PID %d; use --port to pick another",
+			len(roots), strings.Join(ids, ", "), main.PID))
+	}
 	if prof == nil {
 		prof = profileFor(main.Comm)
 		if prof.name == "generic" {
 			prof = profileFor(filepath.Base(main.Exe))
 		}
 	}
-	s := &service{name: opts.Service, prof: prof, main: main}
+	s := &service{name: opts.Service, prof: prof, main: main, notes: notes}
 	if s.name == "" {
 		s.name = prof.name
 		if prof.name == "generic" {
@@ -218,6 +232,54 @@ func byPort(all []*Process, port int) ([]*Process, error) {
 		}
 	}
 	return out, nil
+}
+
+// sameNamespace keeps the matches in this process's own network and mount
+// namespaces if there are any there, else those of the single other
+// namespace that has matches; matches spread over several other
+// namespaces are ambiguous.
+func sameNamespace(ps []*Process, opts Options) ([]*Process, error) {
+	key := func(pid string) string {
+		n, _ := os.Readlink(filepath.Join(procRoot, pid, "ns", "net"))
+		m, _ := os.Readlink(filepath.Join(procRoot, pid, "ns", "mnt"))
+		return n + m
+	}
+	self := key("self")
+	groups := map[string][]*Process{}
+	for _, p := range ps {
+		k := key(fmt.Sprint(p.PID))
+		groups[k] = append(groups[k], p)
+	}
+	if g, ok := groups[self]; ok {
+		return g, nil
+	}
+	if len(groups) == 1 {
+		for _, g := range groups {
+			return g, nil
+		}
+	}
+	what := opts.Service
+	if opts.Port != 0 {
+		what = fmt.Sprintf("port %d", opts.Port)
+	}
+	return nil, hint.With(fmt.Errorf("%s: found in %d other namespaces, none of them this one", what, len(groups)),
+		"run the capture inside the service's namespaces (e.g. through SSH to that host, or nsenter -t PID -a)")
+}
+
+// instances returns the matched processes whose parent is not matched:
+// one per independent instance of the service.
+func instances(ps []*Process) []*Process {
+	in := map[int]bool{}
+	for _, p := range ps {
+		in[p.PID] = true
+	}
+	var out []*Process
+	for _, p := range ps {
+		if !in[p.PPID] {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // mainProcess is the matched process whose parent is not matched (the
