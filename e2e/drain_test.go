@@ -161,6 +161,7 @@ type pdDrainRecord struct {
 	Then        []struct {
 		Action string `json:"action"`
 		OK     bool   `json:"ok"`
+		Detail string `json:"detail"`
 	} `json:"then"`
 	at time.Time
 }
