@@ -157,3 +157,27 @@ func TestRedirectAndHAport(t *testing.T) {
 		t.Errorf("diags %q", d)
 	}
 }
+
+func TestRandomWeightsAndDisabled(t *testing.T) {
+	a, b, c := named("a"), named("b"), named("c")
+	defer a.Close()
+	defer b.Close()
+	defer c.Close()
+	lp := freePort(t)
+	src := fmt.Sprintf("ListenHTTP\nAddress 127.0.0.1\nPort %s\nService\nBackEnd\nAddress 127.0.0.1\nPort %s\nPriority 3\nEnd\n"+
+		"BackEnd\nAddress 127.0.0.1\nPort %s\nPriority 1\nEnd\nBackEnd\nAddress 127.0.0.1\nPort %s\nDisabled 1\nEnd\nEnd\nEnd\n",
+		lp, portOf(a.URL), portOf(b.URL), portOf(c.URL))
+	startProxy(t, src, nil)
+	count := map[string]int{}
+	for i := 0; i < 400; i++ {
+		got, _, err := get(http.DefaultClient, "http://127.0.0.1:"+lp+"/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		count[got[:1]]++
+	}
+	// 3:1 weighted random: a gets 300 ± a generous margin; c never.
+	if count["a"] < 240 || count["a"] > 360 || count["c"] != 0 {
+		t.Fatalf("split %v", count)
+	}
+}

@@ -399,7 +399,15 @@ func (p *parser) finish() {
 	if len(c.Listeners) == 0 && len(p.diags) == 0 {
 		p.errf(Pos{c.File, 1, 1}, "no listener defined (add a ListenHTTP block)")
 	}
+	seen := map[string]Pos{}
 	for _, lc := range c.Listeners {
+		if lc.Port != 0 {
+			key := sockKey(lc)
+			if first, dup := seen[key]; dup {
+				p.errf(lc.Pos, "%s: address %s:%d is already used by the listener at %s", lc.Name, lc.Address, lc.Port, first)
+			}
+			seen[key] = lc.Pos
+		}
 		if lc.Kind == KindTCP || lc.Kind == KindUDP {
 			continue
 		}

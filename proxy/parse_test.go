@@ -88,6 +88,8 @@ func TestParseErrors(t *testing.T) {
 		{"unclosed", "ListenHTTP\n Port 80\n", []string{`f:1.1: ListenHTTP is not closed by End`}},
 		{"bad regex", "ListenHTTP\nPort 1\nService\nURL \"(\"\nBackEnd\nAddress 127.0.0.1\nPort 2\nEnd\nEnd\nEnd\n", []string{`f:4.5: bad regular expression "("`}},
 		{"no service", "ListenHTTP\nPort 1\nEnd\n", []string{`f:1.1: ListenHTTP has no Service`}},
+		{"same address twice", "ListenHTTP\nPort 8\nService\nBackEnd\nAddress a\nPort 2\nEnd\nEnd\nEnd\nListenHTTPS\nPort 8\nEnd\n",
+			[]string{`f:10.1: ListenHTTPS has no Cert`, `f:10.1: ListenHTTPS: address :8 is already used by the listener at f:1.1`}},
 		{"unterminated", "User \"x\nListenHTTP\nPort 1\nEnd\n", []string{`f:1.6: unterminated quoted string`}},
 		{"session id", "ListenHTTP\nPort 1\nService\nBackEnd\nAddress a\nPort 2\nEnd\nSession\nType Cookie\nTTL 5\nEnd\nEnd\nEnd\n", []string{`f:8.1: Session Type COOKIE needs an ID`}},
 	}
