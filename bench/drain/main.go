@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -33,9 +34,20 @@ func main() {
 	lines := flag.Int("lines", 2000000, "lines per generated log")
 	dir := flag.String("dir", "", "directory for the generated logs (default: a temp dir, removed after)")
 	only := flag.String("format", "", "run only this format")
+	prof := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
+	if *prof != "" {
+		f, err := os.Create(*prof)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "drain bench:", err)
+			os.Exit(1)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(*lines, *dir, *only); err != nil {
 		fmt.Fprintln(os.Stderr, "drain bench:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
