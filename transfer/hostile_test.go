@@ -3,6 +3,7 @@ package transfer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -80,7 +81,7 @@ func snapshot(t *testing.T, dir string) map[string]string {
 			return nil
 		}
 		fi, _ := os.Lstat(p)
-		out[p] = fi.Mode().String() + " " + fi.ModTime().String() + " " + string(rune(fi.Size()))
+		out[p] = fmt.Sprint(fi.Mode(), fi.ModTime(), fi.Size())
 		return nil
 	})
 	return out
