@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -241,4 +242,32 @@ func TestClientDisconnectNotBlamed(t *testing.T) {
 	if got, code, err := get(http.DefaultClient, "http://127.0.0.1:"+lp+"/"); err != nil || code != 200 || len(got) != len(big) {
 		t.Fatalf("after disconnects: %d %d %v", len(got), code, err)
 	}
+}
+
+// TestNoGoroutineLeak: client connections that come and go (idle
+// keep-alive, half-sent heads, finished requests) leave no goroutines.
+func TestNoGoroutineLeak(t *testing.T) {
+	a := newRestartable(t, "a")
+	lp := freePort(t)
+	startProxy(t, "Client 1\n"+simpleCfg(lp, a.port()), nil)
+	get(http.DefaultClient, "http://127.0.0.1:"+lp+"/") // warm up pools and timers
+	http.DefaultClient.CloseIdleConnections()
+	time.Sleep(50 * time.Millisecond)
+	base := runtime.NumGoroutine()
+	for i := 0; i < 50; i++ {
+		c, err := net.Dial("tcp", "127.0.0.1:"+lp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch i % 3 {
+		case 0:
+			io.WriteString(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+			buf := make([]byte, 512)
+			c.Read(buf)
+		case 1:
+			io.WriteString(c, "GET / HTTP/1.1\r\nHo")
+		}
+		c.Close()
+	}
+	waitFor(t, 5*time.Second, func() bool { return runtime.NumGoroutine() <= base+2 })
 }
