@@ -161,6 +161,28 @@ func (s *session) serviceOptions() transfer.ServiceOptions {
 	return transfer.ServiceOptions{Name: s.m.Plan.Name, Dest: s.o.Dest}
 }
 
+// Capture runs the capture step of the migration (the full capture into
+// DIR/archives), unless the journal has it done.
+func Capture(ctx context.Context, m *Migration, o Options) (CaptureResult, error) {
+	s, err := openSession(ctx, m, &o)
+	if err != nil {
+		return CaptureResult{}, err
+	}
+	defer s.Close()
+	return s.captureStep(ctx)
+}
+
+// Transfer runs the capture and transfer steps (the full capture shipped
+// to the new host), unless the journal has them done.
+func Transfer(ctx context.Context, m *Migration, o Options) (TransferResult, error) {
+	s, err := openSession(ctx, m, &o)
+	if err != nil {
+		return TransferResult{}, err
+	}
+	defer s.Close()
+	return s.transferStep(ctx)
+}
+
 // Prepare runs the steps that can happen while the old service still
 // serves: capture, transfer, and starting the service on the new host.
 func Prepare(ctx context.Context, m *Migration, o Options) error {
@@ -172,20 +194,31 @@ func Prepare(ctx context.Context, m *Migration, o Options) error {
 	return s.prepare(ctx)
 }
 
-func (s *session) prepare(ctx context.Context) error {
-	m, o := s.m, s.o
+func (s *session) captureStep(ctx context.Context) (CaptureResult, error) {
 	var full CaptureResult
-	if err := step(ctx, m, o, StepCapture, &full, func(ctx context.Context) (CaptureResult, error) {
+	err := step(ctx, s.m, s.o, StepCapture, &full, func(ctx context.Context) (CaptureResult, error) {
 		return s.capture(ctx, filepath.Join(ArchiveDir, "full.tar.zst"), nil, "")
-	}); err != nil {
-		return err
+	})
+	return full, err
+}
+
+func (s *session) transferStep(ctx context.Context) (TransferResult, error) {
+	var res TransferResult
+	full, err := s.captureStep(ctx)
+	if err != nil {
+		return res, err
 	}
-	if err := step(ctx, m, o, StepTransfer, nil, func(ctx context.Context) (TransferResult, error) {
+	err = step(ctx, s.m, s.o, StepTransfer, &res, func(ctx context.Context) (TransferResult, error) {
 		return s.ship(ctx, full.Archive)
-	}); err != nil {
+	})
+	return res, err
+}
+
+func (s *session) prepare(ctx context.Context) error {
+	if _, err := s.transferStep(ctx); err != nil {
 		return err
 	}
-	return step(ctx, m, o, StepStartNew, nil, func(ctx context.Context) (transfer.ServiceStatus, error) {
+	return step(ctx, s.m, s.o, StepStartNew, nil, func(ctx context.Context) (transfer.ServiceStatus, error) {
 		st, err := transfer.GetServiceStatus(ctx, s.new, s.serviceOptions())
 		if err == nil && st.Status == "running" {
 			return st, nil
