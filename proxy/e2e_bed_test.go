@@ -5,6 +5,8 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +37,15 @@ http {
 	bed.New.StartNginx(t, testbed.NginxOptions{Config: conf})
 	p1 := bed.Old.Start(t, "proxy-xff", bin, "proxy", "--listen", oldA+":80", "--to", newA+":80")
 	p2 := bed.Old.Start(t, "proxy-pp", bin, "proxy", "--listen", oldA+":81", "--to", newA+":81", "--proxy-protocol")
+	// Port 82: the BackEnd is an address nobody holds; ConnTO 1 bounds the
+	// wait before the Emergency (new) serves.
+	cfg := filepath.Join(bed.Dir, "connto.cfg")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("ConnTO 1\nListenHTTP\nAddress %s\nPort 82\nService\nBackEnd\nAddress %s\nPort 80\nEnd\n"+
+		"Emergency\nAddress %s\nPort 80\nEnd\nEnd\nEnd\n", oldA, bed.UnusedAddr(), newA)), 0o644)
+	p3 := bed.Old.Start(t, "proxy-connto", bin, "proxy", "-f", cfg)
+	if err := testbed.WaitTCP(oldA+":82", 10*time.Second, p3); err != nil {
+		t.Fatal(err)
+	}
 	if err := testbed.WaitTCP(oldA+":80", 10*time.Second, p1); err != nil {
 		t.Fatal(err)
 	}
@@ -49,6 +60,14 @@ http {
 			t.Fatalf("port %s: %q %v", port, out, err)
 		}
 	}
+	t0 := time.Now()
+	out, err := bed.Client.Exec(ctx, "curl", "-sS", "--max-time", "10", "http://"+oldA+":82/")
+	if err != nil || string(out) != "new host content\n" {
+		t.Fatalf("port 82: %q %v", out, err)
+	}
+	if d := time.Since(t0); d > 3*time.Second {
+		t.Errorf("ConnTO 1 took %v to fail over", d)
+	}
 	var lines []string // without StartNginx's readiness probes from the runner
 	testbed.WaitFor(t, "access log lines", 5*time.Second, func() error {
 		b, err := bed.New.ReadFile("/var/log/nginx/access.log")
@@ -61,7 +80,7 @@ http {
 				lines = append(lines, l)
 			}
 		}
-		if len(lines) < 2 {
+		if len(lines) < 3 {
 			return fmt.Errorf("log: %q", b)
 		}
 		return nil
