@@ -141,7 +141,7 @@ func Write(w io.Writer, m *Manifest, open Opener) error {
 	if err != nil {
 		return fmt.Errorf("encode manifest: %w", err)
 	}
-	zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedBetterCompression))
+	zw, err := newFramesWriter(w)
 	if err != nil {
 		return fmt.Errorf("zstd: %w", err)
 	}

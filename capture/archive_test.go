@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"math/rand"
+	"os/exec"
 	"os"
 	"path/filepath"
 	"strings"
@@ -274,4 +275,37 @@ func FuzzOpenArchive(f *testing.F) {
 			t.Fatalf("Verify error %T %v is not a ParseError", err, err)
 		}
 	})
+}
+
+// TestArchiveOpensWithTar: GNU tar lists and extracts an archive of
+// several zstd frames, manifest.json first.
+func TestArchiveOpensWithTar(t *testing.T) {
+	if _, err := exec.LookPath("zstd"); err != nil {
+		t.Skip("no zstd")
+	}
+	big := make([]byte, 20<<20) // more than two frames
+	rand.New(rand.NewSource(2)).Read(big[:5<<20])
+	files := memFiles{"/etc/a.conf": []byte("hello\n"), "/etc/b": big, "/etc/empty": nil}
+	m := testManifest(files)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "a.tar.zst")
+	if err := Create(out, m, files.open); err != nil {
+		t.Fatal(err)
+	}
+	list, err := exec.Command("tar", "--zstd", "-tf", out).CombinedOutput()
+	if err != nil {
+		t.Fatalf("tar -t: %v %s", err, list)
+	}
+	names := strings.Fields(string(list))
+	if names[0] != "manifest.json" || len(names) != len(m.Entries)+1 {
+		t.Fatalf("tar lists %v", names)
+	}
+	x := filepath.Join(dir, "x")
+	os.Mkdir(x, 0o755)
+	if b, err := exec.Command("tar", "--zstd", "-xf", out, "-C", x, "root/etc/b").CombinedOutput(); err != nil {
+		t.Fatalf("tar -x: %v %s", err, b)
+	}
+	if got, _ := os.ReadFile(filepath.Join(x, "root/etc/b")); !bytes.Equal(got, big) {
+		t.Fatal("extracted body differs")
+	}
 }
