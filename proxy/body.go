@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -204,15 +205,38 @@ func copyTrailers(dst, src *endpoint, dechunk bool) error {
 		if err != nil || i > maxHeaderN {
 			return srcErr(src, errBadChunk)
 		}
+		line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+		if len(line) == 0 {
+			if !dechunk {
+				dst.bw.WriteString("\r\n")
+			}
+			return nil
+		}
+		if !validTrailer(line) {
+			return srcErr(src, errBadChunk)
+		}
 		if !dechunk {
-			if _, err := dst.bw.Write(line); err != nil {
+			dst.bw.Write(line)
+			if _, err := dst.bw.WriteString("\r\n"); err != nil {
 				return dstErr(dst, err)
 			}
 		}
-		if len(line) <= 2 && (line[0] == '\r' || line[0] == '\n') {
-			return nil
+	}
+}
+
+// validTrailer accepts "name: value" with a token name and no CR or NUL,
+// so a trailer is passed on exactly as the backend will read it.
+func validTrailer(line []byte) bool {
+	colon := bytes.IndexByte(line, ':')
+	if colon <= 0 {
+		return false
+	}
+	for _, c := range line[:colon] {
+		if !isTokenChar(c) {
+			return false
 		}
 	}
+	return bytes.IndexByte(line, '\r') < 0 && bytes.IndexByte(line, 0) < 0
 }
 
 // parseChunkSize parses "HEX[;ext]\r\n".

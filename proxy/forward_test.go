@@ -111,6 +111,7 @@ func TestRequestDefences(t *testing.T) {
 		{"cl and te", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "400"},
 		{"two lengths", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", "400"},
 		{"bad chunk", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "400"},
+		{"bad trailer", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: a\rGET / HTTP/1.1\r\n\r\n", "400"},
 		{"te not chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", "400"},
 		{"space before colon", "GET / HTTP/1.1\r\nHost : a\r\n\r\n", "400"},
 		{"folding", "GET / HTTP/1.1\r\nHost: a\r\n x\r\n\r\n", "400"},
