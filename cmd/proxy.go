@@ -167,6 +167,10 @@ func proxyRun(ctx context.Context, opts *ProxyOptions) error {
 		return err
 	}
 	defer closeLog()
+	if lw, ok := alog.(lineWriter); ok && !opts.Foreground && opts.PoundMode {
+		// A daemon has no stderr: backend state changes go to syslog too.
+		f.Logger = newTextLogger(lw, map[bool]slog.Level{true: slog.LevelDebug, false: slog.LevelWarn}[f.Verbose])
+	}
 	srv, err := proxy.NewServer(cfg, proxy.Options{Logger: f.Logger, AccessLog: alog})
 	if err != nil {
 		return err
