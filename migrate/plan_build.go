@@ -45,15 +45,7 @@ type PlanOptions struct {
 // returns the plan. Only unreachable hosts and bad options are errors;
 // what could not be measured is said in the plan's notes and sections.
 func MakePlan(ctx context.Context, o PlanOptions) (*Plan, error) {
-	if o.Now == nil {
-		o.Now = time.Now
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.Progress == nil {
-		o.Progress = func(string) {}
-	}
+	o.defaults()
 	if o.TSIGKeyFile != "" {
 		if _, err := dnscheck.LoadKey(o.TSIGKeyFile); err != nil {
 			return nil, err
@@ -62,9 +54,6 @@ func MakePlan(ctx context.Context, o PlanOptions) (*Plan, error) {
 	now := o.Now().UTC()
 	p := &Plan{Version: PlanVersion, Name: o.Name, Created: now, From: o.From, To: o.To, Service: o.Service, Port: o.Port,
 		Domains: o.Domains, DNSServers: o.DNSServers, TSIGKeyFile: o.TSIGKeyFile, AccessLog: o.AccessLog}
-	if p.AccessLog == "" {
-		p.AccessLog = DefaultAccessLog(o.Service)
-	}
 	p.Hosts.Old.Spec, p.Hosts.New.Spec = o.From, o.To
 	p.OldAddr, p.NewAddr = specAddr(o.From), specAddr(o.To)
 
@@ -77,38 +66,10 @@ func MakePlan(ctx context.Context, o PlanOptions) (*Plan, error) {
 	defer newH.Close()
 
 	var wg sync.WaitGroup
-	var manifest *capture.Manifest
-	var oldFacts, newFacts *facts.Facts
-	var oldErr, newErr error
-	wg.Go(func() {
-		oldFacts, oldErr = hostFacts(ctx, oldH)
-		if oldErr != nil {
-			return
-		}
-		o.Progress("capture dry run of " + describeService(o) + " on " + o.From)
-		p.Move, manifest = moveDryRun(ctx, oldH, o, now)
-		if p.Service == "" {
-			// Named by --port: the dry run found which service it is.
-			p.Service = fmt.Sprintf("port-%d", o.Port)
-			if p.Move.Service != "" {
-				p.Service = p.Move.Service
-			}
-		}
-		o.Progress("reading the service's configuration on " + o.From)
-		p.Config = inspect(ctx, oldH, p.Service)
-		if p.AccessLog == "" {
-			p.AccessLog = DefaultAccessLog(p.Service)
-		}
-		if o.AccessLog == "" && p.Config != nil && len(p.Config.AccessLogs) > 0 {
-			p.AccessLog = p.Config.AccessLogs[0]
-		}
-		if p.AccessLog != "" {
-			o.Progress("reading the access log " + p.AccessLog + " on " + o.From)
-			p.Traffic = logHist(ctx, oldH, p.AccessLog, o.LogFormat)
-		} else {
-			p.Notes = append(p.Notes, "no access log known for service "+p.Service+": traffic by hour not measured (give --access-log)")
-		}
-	})
+	var old oldReading
+	var newFacts *facts.Facts
+	var newErr error
+	wg.Go(func() { old = readOld(ctx, oldH, o, p, now) })
 	wg.Go(func() { newFacts, newErr = hostFacts(ctx, newH) })
 	if len(o.Domains) > 0 {
 		wg.Go(func() {
@@ -120,16 +81,80 @@ func MakePlan(ctx context.Context, o PlanOptions) (*Plan, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if oldErr != nil {
-		return nil, fmt.Errorf("facts of %s: %w", o.From, oldErr)
+	if old.err != nil {
+		return nil, fmt.Errorf("facts of %s: %w", o.From, old.err)
 	}
 	if newErr != nil {
 		return nil, fmt.Errorf("facts of %s: %w", o.To, newErr)
 	}
-	p.Hosts.Old = summarizeHost(o.From, oldFacts, "/")
+	p.Hosts.Old = summarizeHost(o.From, old.facts, "/")
 	p.Hosts.New = summarizeHost(o.To, newFacts, transfer.DefaultDest)
-	p.Hosts.Old.Listening = listening(oldFacts, p.Move, o.Port)
+	p.Hosts.Old.Listening = listening(old.facts, p.Move, o.Port)
 	p.Hosts.New.Listening = listening(newFacts, p.Move, o.Port)
+	finishPlan(ctx, p, o, newH, old.manifest)
+	return p, nil
+}
+
+func (o *PlanOptions) defaults() {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Progress == nil {
+		o.Progress = func(string) {}
+	}
+	if o.SMTPPort == 0 {
+		o.SMTPPort = SMTPPort
+	}
+}
+
+// oldReading is what was read on the old host.
+type oldReading struct {
+	facts    *facts.Facts
+	manifest *capture.Manifest
+	err      error
+}
+
+// readOld reads the old host: facts, the capture dry run, the service's
+// configuration and its access log. It fills p.Move, p.Service (when
+// named by port), p.Config, p.AccessLog and p.Traffic.
+func readOld(ctx context.Context, h host.Host, o PlanOptions, p *Plan, now time.Time) oldReading {
+	var r oldReading
+	if r.facts, r.err = hostFacts(ctx, h); r.err != nil {
+		return r
+	}
+	o.Progress("capture dry run of " + describeService(o) + " on " + o.From)
+	p.Move, r.manifest = moveDryRun(ctx, h, o, now)
+	if p.Service == "" {
+		// Named by --port: the dry run found which service it is.
+		p.Service = fmt.Sprintf("port-%d", o.Port)
+		if p.Move.Service != "" {
+			p.Service = p.Move.Service
+		}
+	}
+	o.Progress("reading the service's configuration on " + o.From)
+	p.Config = inspect(ctx, h, p.Service)
+	switch {
+	case o.AccessLog != "":
+	case p.Config != nil && len(p.Config.AccessLogs) > 0:
+		p.AccessLog = p.Config.AccessLogs[0]
+	default:
+		p.AccessLog = DefaultAccessLog(p.Service)
+	}
+	if p.AccessLog == "" {
+		p.Notes = append(p.Notes, "no access log known for service "+p.Service+": traffic by hour not measured (give --access-log)")
+		return r
+	}
+	o.Progress("reading the access log " + p.AccessLog + " on " + o.From)
+	p.Traffic = logHist(ctx, h, p.AccessLog, o.LogFormat)
+	return r
+}
+
+// finishPlan asks the target what it already holds, probes the MXs of a
+// mail service, and applies the risk rules.
+func finishPlan(ctx context.Context, p *Plan, o PlanOptions, newH host.Host, manifest *capture.Manifest) {
 	if manifest != nil {
 		o.Progress("checking what " + o.To + " already holds")
 		var hr HaveResult
@@ -142,19 +167,12 @@ func MakePlan(ctx context.Context, o PlanOptions) (*Plan, error) {
 	}
 	if p.DNS != nil && p.DNS.Error == "" && ServiceKind(p.Service) == "postfix" {
 		o.Progress("asking each MX whether it accepts mail for the domain (RCPT TO, no message sent)")
-		port := o.SMTPPort
-		if port == 0 {
-			port = SMTPPort
-		}
-		p.DNS.MXProbes = probeMXs(ctx, p.DNS, o.DNSServers, port, 5*time.Second)
+		p.DNS.MXProbes = probeMXs(ctx, p.DNS, o.DNSServers, o.SMTPPort, 5*time.Second)
 	}
 	if p.DNS != nil && p.OldAddr == "" {
-		if oldA := dnsAddr(p.DNS); oldA != "" {
-			p.OldAddr = oldA
-		}
+		p.OldAddr = dnsAddr(p.DNS)
 	}
 	p.Risks = Risks(p)
-	return p, nil
 }
 
 func openBoth(ctx context.Context, o PlanOptions) (oldH, newH host.Host, err error) {
