@@ -8,6 +8,7 @@ import (
 // syslogPrefix strips an optional syslog header from line:
 //
 //	<134>Nov 21 10:00:00 host pound: MSG
+//	<134>1 2026-11-21T10:00:00.123Z host haproxy 123 - - MSG   (RFC 5424)
 //	Nov 21 10:00:00 host haproxy[123]: MSG
 //	2026-11-21T10:00:00.123456+00:00 host pound[77]: MSG
 //
@@ -25,6 +26,9 @@ func (p *Parser) syslogPrefix(line []byte) (msg []byte, t time.Time, tag []byte)
 			return line, time.Time{}, nil
 		}
 		b = b[n+1:]
+	}
+	if len(b) > 2 && b[0] == '1' && b[1] == ' ' && len(b) < len(line) {
+		return p.rfc5424(line, b[2:])
 	}
 	if len(b) < 16 {
 		return line, time.Time{}, nil
@@ -63,4 +67,35 @@ func (p *Parser) syslogPrefix(line []byte) (msg []byte, t time.Time, tag []byte)
 		tag = tag[:n]
 	}
 	return c.rest(), t, tag
+}
+
+// rfc5424 parses the rest of an RFC 5424 header after "<PRI>1 ":
+// TIMESTAMP HOSTNAME APP-NAME PROCID MSGID STRUCTURED-DATA MSG, where the
+// structured data is "-" (anything else is not an access log line).
+func (p *Parser) rfc5424(line, b []byte) ([]byte, time.Time, []byte) {
+	c := cursor{b: b}
+	ts, ok := c.token()
+	if !ok {
+		return line, time.Time{}, nil
+	}
+	var t time.Time
+	if string(ts) != "-" {
+		if t, ok = p.isoTime(ts); !ok {
+			return line, time.Time{}, nil
+		}
+	}
+	var app []byte
+	for i := 0; i < 4; i++ { // host, app, procid, msgid
+		tok, ok := c.token()
+		if !ok {
+			return line, time.Time{}, nil
+		}
+		if i == 1 {
+			app = tok
+		}
+	}
+	if !c.literal("- ") && !c.literal("-") {
+		return line, time.Time{}, nil
+	}
+	return c.rest(), t, app
 }
