@@ -128,7 +128,20 @@ func TestFollowRotation(t *testing.T) {
 		}
 		t.Fatalf("lines never reached %d", want)
 	}
-	time.Sleep(300 * time.Millisecond) // let the tailer open the file at its end
+	// The first batch says the file is being followed (from its end).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n := len(batches)
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no first batch")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	appendLines(t, path, 10, 100, "10.0.0.2")
 	waitCount(100)
 	// rename + create, with lines written to the old file just before
