@@ -228,9 +228,18 @@ func TestDrainWatchLocal(t *testing.T) {
 	var checks []DrainCheck
 	stopWriting := make(chan struct{})
 	written := make(chan int, 1)
+	following := make(chan struct{})
+	var once sync.Once
+	stoppedAt := make(chan time.Time, 1)
 	go func() {
 		n := 0
 		defer func() { written <- n }()
+		<-following // lines written before are not counted (followed from the end)
+		go func() {
+			time.Sleep(1500 * time.Millisecond)
+			stoppedAt <- time.Now()
+			close(stopWriting)
+		}()
 		for {
 			select {
 			case <-stopWriting:
@@ -244,14 +253,15 @@ func TestDrainWatchLocal(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	start := time.Now()
-	stoppedAt := make(chan time.Time, 1)
-	go func() {
-		time.Sleep(1500 * time.Millisecond)
-		stoppedAt <- time.Now()
-		close(stopWriting)
-	}()
 	res, err := Drain(ctx, m, DrainOptions{Threshold: 0, QuietFor: 2 * time.Second, Interval: 100 * time.Millisecond, Watch: true,
-		Open: openLocal, Update: func(c *DrainCheck) { mu.Lock(); checks = append(checks, *c); mu.Unlock() }})
+		Open: openLocal, Update: func(c *DrainCheck) {
+			mu.Lock()
+			checks = append(checks, *c)
+			mu.Unlock()
+			if c.Following {
+				once.Do(func() { close(following) })
+			}
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
