@@ -30,11 +30,14 @@ import (
 
 const target = 1e6
 
+var skipAgent bool
+
 func main() {
 	lines := flag.Int("lines", 2000000, "lines per generated log")
 	dir := flag.String("dir", "", "directory for the generated logs (default: a temp dir, removed after)")
 	only := flag.String("format", "", "run only this format")
 	prof := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	flag.BoolVar(&skipAgent, "skip-agent", false, "parse with SkipAgent too (no user agent and referer)")
 	flag.Parse()
 	if *prof != "" {
 		f, err := os.Create(*prof)
@@ -67,8 +70,8 @@ func run(n int, dir, only string) error {
 		defer os.RemoveAll(d)
 		dir = d
 	}
-	fmt.Printf("drain log pipeline: tail + detect/parse + count, %d lines per format, GOMAXPROCS=%d, %s\n",
-		n, runtime.GOMAXPROCS(0), runtime.Version())
+	fmt.Printf("drain log pipeline: tail + detect/parse (SkipPath, SkipAgent=%v) + count, %d lines per format, GOMAXPROCS=%d, %s\n",
+		skipAgent, n, runtime.GOMAXPROCS(0), runtime.Version())
 	fmt.Printf("target %.0f lines/s; the machine is shared, figures are noisy\n\n", target)
 	workers := runtime.GOMAXPROCS(0)
 	fmt.Printf("columns: file = follow the finished log from its start; live = follow while a writer appends it;\n")
@@ -139,7 +142,7 @@ func follow(path string, n int, data []byte, workers int) (rate float64, detecte
 			return 0, "", err
 		}
 	}
-	b, err := accesslog.NewBatch("auto", accesslog.Options{SkipPath: true}, workers)
+	b, err := accesslog.NewBatch("auto", accesslog.Options{SkipPath: true, SkipAgent: skipAgent}, workers)
 	if err != nil {
 		return 0, "", err
 	}

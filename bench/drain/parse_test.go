@@ -25,18 +25,16 @@ func sampleLines(b *testing.B, f accesslog.Format) ([][]byte, int64) {
 	return bytes.Split(bytes.TrimSuffix(buf.Bytes(), []byte("\n")), []byte("\n")), n
 }
 
-// BenchmarkParse parses each format (detected) with the fields drain
-// needs (SkipPath) and with all fields.
+// BenchmarkParse parses each format (detected): "drain" with SkipPath (what
+// migrate's drain.follow uses), "all" with every field, "minimal" with
+// SkipPath and SkipAgent.
 func BenchmarkParse(b *testing.B) {
 	for _, f := range formats {
-		for _, all := range []bool{false, true} {
-			name := string(f) + "/drain"
-			if all {
-				name = string(f) + "/all"
-			}
-			b.Run(name, func(b *testing.B) {
+		for _, mode := range []string{"drain", "all", "minimal"} {
+			opts := accesslog.Options{SkipPath: mode != "all", SkipAgent: mode == "minimal"}
+			b.Run(string(f)+"/"+mode, func(b *testing.B) {
 				lines, size := sampleLines(b, f)
-				p, _ := accesslog.NewParser("", accesslog.Options{SkipPath: !all})
+				p, _ := accesslog.NewParser("", opts)
 				var r accesslog.Record
 				b.SetBytes(size / int64(len(lines)))
 				b.ReportAllocs()

@@ -13,7 +13,10 @@ lines=${1:-2000000}
 echo "== load: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"
 go run ./bench/drain -lines "$lines"
 echo
-echo "== parser micro-benchmarks (drain = the fields drain uses; all = with path)"
+echo "== the same with SkipAgent (user agent and referer not read once the format is known)"
+go run ./bench/drain -lines "$lines" -skip-agent
+echo
+echo "== parser micro-benchmarks (drain = SkipPath, as drain.follow uses it; all = every field; minimal = SkipPath+SkipAgent)"
 go test -run '^$' -bench 'Parse/|WindowAdd|TailParse' -benchtime 500000x ./bench/drain |
 	awk '/^Benchmark/ {
 		ns = ""; ls = ""; al = ""

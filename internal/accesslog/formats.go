@@ -78,6 +78,9 @@ func (p *Parser) clfBody(c *cursor, r *Record) bool {
 
 // refererAgent parses ` "%{Referer}i" "%{User-Agent}i"`.
 func (p *Parser) refererAgent(c *cursor, r *Record) bool {
+	if p.opts.SkipAgent && p.fixed != kNone {
+		return true
+	}
 	ref, ok := c.quoted()
 	if !ok {
 		return false
@@ -86,8 +89,10 @@ func (p *Parser) refererAgent(c *cursor, r *Record) bool {
 	if !ok {
 		return false
 	}
-	r.Referer = p.str(ref)
-	r.UserAgent = p.str(ua)
+	if !p.opts.SkipAgent {
+		r.Referer = p.str(ref)
+		r.UserAgent = p.str(ua)
+	}
 	return true
 }
 
@@ -131,6 +136,9 @@ func parseVhostCombined(p *Parser, c *cursor, r *Record) bool {
 func parsePound5(p *Parser, c *cursor, r *Record) bool {
 	if !parseVhostCombined(p, c, r) {
 		return false
+	}
+	if p.opts.SkipAgent && p.fixed != kNone {
+		return true
 	}
 	_, ok := serviceSuffix(c.rest())
 	return ok

@@ -112,7 +112,7 @@ func sampleOf(t *testing.T, f Format) sample {
 
 func newTestParser(t testing.TB, name string) *Parser {
 	t.Helper()
-	if name == "skip-path" {
+	if name == "skip-path" || name == "drain" {
 		name = ""
 	}
 	p, err := NewParser(name, Options{Location: utc, Now: fixedNow})
@@ -125,18 +125,24 @@ func newTestParser(t testing.TB, name string) *Parser {
 func TestParseSamples(t *testing.T) {
 	for _, s := range samples {
 		t.Run(s.name, func(t *testing.T) {
-			for _, mode := range []string{"auto", string(s.format), "skip-path"} {
+			for _, mode := range []string{"auto", string(s.format), "skip-path", "drain"} {
 				p := newTestParser(t, mode)
-				if mode == "skip-path" {
+				switch mode {
+				case "skip-path":
 					p, _ = NewParser("", Options{Location: utc, Now: fixedNow, SkipPath: true})
+				case "drain": // named format: the fast path that reads no further than the size
+					p, _ = NewParser(string(s.format), Options{Location: utc, Now: fixedNow, SkipPath: true, SkipAgent: true})
 				}
 				var r Record
 				if err := p.Parse([]byte(s.line), &r); err != nil {
 					t.Fatalf("%s: Parse: %v", mode, err)
 				}
 				want := s.want
-				if mode == "skip-path" {
+				if mode == "skip-path" || mode == "drain" {
 					want.Path = ""
+				}
+				if mode == "drain" {
+					want.UserAgent, want.Referer = "", ""
 				}
 				want.Format = s.format
 				want.Addr, _ = netip.ParseAddr(want.Client)
@@ -254,7 +260,7 @@ func TestReader(t *testing.T) {
 
 func TestParseAllocs(t *testing.T) {
 	for _, s := range samples {
-		p, _ := NewParser(string(s.format), Options{Location: utc, Now: fixedNow, SkipPath: true})
+		p, _ := NewParser(string(s.format), Options{Location: utc, Now: fixedNow, SkipPath: true, SkipAgent: s.name[0] == 'a'})
 		line := []byte(s.line)
 		var r Record
 		_ = p.Parse(line, &r) // warm the caches

@@ -73,6 +73,10 @@ type Options struct {
 	// SkipPath leaves Record.Path empty, the one field that costs an
 	// allocation per line. Traffic counting does not need it.
 	SkipPath bool
+	// SkipAgent leaves Record.UserAgent and Record.Referer empty and, once
+	// the format is settled (named, or detected), does not read the line
+	// past the response size. Counting requests per client needs neither.
+	SkipAgent bool
 	// DetectLines is how many lines of one format end detection. Default 8.
 	DetectLines int
 }
