@@ -283,7 +283,7 @@ func TestArchiveOpensWithTar(t *testing.T) {
 	if _, err := exec.LookPath("zstd"); err != nil {
 		t.Skip("no zstd")
 	}
-	big := make([]byte, 20<<20) // more than two frames
+	big := make([]byte, 40<<20) // more than two frames
 	rand.New(rand.NewSource(2)).Read(big[:5<<20])
 	files := memFiles{"/etc/a.conf": []byte("hello\n"), "/etc/b": big, "/etc/empty": nil}
 	m := testManifest(files)

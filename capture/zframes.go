@@ -8,7 +8,7 @@ import (
 )
 
 // frameChunk is the uncompressed size of each independent zstd frame.
-const frameChunk = 8 << 20
+const frameChunk = 16 << 20
 
 // framesWriter compresses its input as a sequence of independent zstd
 // frames of frameChunk bytes, encoded concurrently (one per CPU) and
