@@ -234,7 +234,11 @@ func (t *Tailer) queue(id fileID) error {
 		}
 	}
 	if len(t.pending) >= 16 {
-		return fmt.Errorf("tail %s: rotated %d times without data", t.path, len(t.pending))
+		// Rotated over and over with nothing written: forget the
+		// newest empty file rather than grow without bound.
+		last := t.pending[len(t.pending)-1]
+		last.f.Close()
+		t.pending = t.pending[:len(t.pending)-1]
 	}
 	f, err := os.Open(t.path)
 	if errors.Is(err, os.ErrNotExist) {

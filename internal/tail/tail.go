@@ -206,6 +206,10 @@ func (t *Tailer) wait(ctx context.Context, w *fsnotify.Watcher, tick <-chan time
 		case <-tick:
 			return nil
 		case ev := <-events:
+			if ev.Name == filepath.Dir(t.path) && ev.Has(fsnotify.Remove|fsnotify.Rename) {
+				t.watched = false // the directory went away: watch it again when it is back
+				return nil
+			}
 			if filepath.Base(ev.Name) == base || t.away || len(t.old) > 0 || t.cur == nil || ev.Has(fsnotify.Rename) {
 				return nil
 			}

@@ -454,3 +454,23 @@ func TestRotateGraceEnds(t *testing.T) {
 		t.Fatalf("lines %s", got)
 	}
 }
+
+// TestDirRecreated: the log's directory is removed and made again (a
+// tmpfs remounted, a test bed rebuilt); following goes on in the new file.
+func TestDirRecreated(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "log")
+	os.Mkdir(dir, 0o755)
+	path := filepath.Join(dir, "access.log")
+	appendFile(t, path, "line 0\n")
+	c := follow(t, path, Options{FromStart: true, PollInterval: 100 * time.Millisecond})
+	waitForLines(t, c, 1)
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	os.Mkdir(dir, 0o755)
+	appendFile(t, path, "line 1\n")
+	waitForLines(t, c, 2)
+	appendFile(t, path, "line 2\n")
+	waitForLines(t, c, 3)
+	checkSequence(t, c.snapshot(), 3)
+}
