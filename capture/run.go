@@ -95,13 +95,7 @@ func Collect(ctx context.Context, opts Options) (*Manifest, error) {
 	go func() { traced <- runTrace(ctx, opts.Trace, s, startArgv) }()
 	c.fromProcesses(s)
 	c.fromPackages(pk, s)
-	for _, t := range s.prof.config(s) {
-		if cp := c.add(t, "config"); cp != "" {
-			c.config = append(c.config, cp)
-			c.addTree(cp, "config")
-		}
-	}
-	s.prof.data(c, s)
+	c.fromProfile(s)
 	prefetched := func() {}
 	if c.snap != nil { // copy what is known while the start-up is traced
 		prefetched = c.snap.prefetch(ctx, c.sorted())
@@ -109,20 +103,7 @@ func Collect(ctx context.Context, opts Options) (*Manifest, error) {
 	if err := c.applyTrace(<-traced, opts.Trace); err != nil {
 		return nil, err
 	}
-	for _, p := range opts.Include {
-		c.addTree(p, "include")
-	}
-	for _, p := range alwaysFiles {
-		c.add(p, "system")
-	}
-	for d := range usrmergeDirs {
-		if usrmerged(d) {
-			c.mark("/"+d, "usrmerge")
-		}
-	}
-	for _, p := range alwaysDevices {
-		c.addDevice(p)
-	}
+	c.addFixed(opts.Include)
 	c.elfClosure()
 	log.Debug("paths collected", "n", len(c.items), "took", time.Since(start))
 	acc := c.acc
@@ -142,6 +123,37 @@ func Collect(ctx context.Context, opts Options) (*Manifest, error) {
 		return rebase(Delta(opts.Since, m))(opts.BaseDigest)
 	}
 	return m, nil
+}
+
+// fromProfile adds the service's configuration trees and the data its
+// configuration names.
+func (c *collector) fromProfile(s *service) {
+	for _, t := range s.prof.config(s) {
+		if cp := c.add(t, "config"); cp != "" {
+			c.config = append(c.config, cp)
+			c.addTree(cp, "config")
+		}
+	}
+	s.prof.data(c, s)
+}
+
+// addFixed adds --include trees and what every chroot needs: small system
+// files, the merged-/usr links and the common device nodes.
+func (c *collector) addFixed(include []string) {
+	for _, p := range include {
+		c.addTree(p, "include")
+	}
+	for _, p := range alwaysFiles {
+		c.add(p, "system")
+	}
+	for d := range usrmergeDirs {
+		if usrmerged(d) {
+			c.mark("/"+d, "usrmerge")
+		}
+	}
+	for _, p := range alwaysDevices {
+		c.addDevice(p)
+	}
 }
 
 // fromProcesses adds what /proc shows: executables, mapped files (NSS and
