@@ -247,6 +247,7 @@ func TestPlanOnTestBed(t *testing.T) {
 		"lower the TTLs to 1m0s now", "earliest a switch can be complete: ",
 		"\nTRAFFIC BY HOUR OF DAY (/var/log/nginx/access.log, combined, times UTC+09:00)\n",
 		"quietest hour: 03:00-04:00 (UTC+09:00)",
+		"\nSUGGESTED CUTOVER\n", " 03:00 +09:00: the first quietest hour after the lowered TTLs are in effect",
 		"\nRISKS\n", "(proxy-address)", "set_real_ip_from " + bed.Old.Addr + ";", "(long-ttl)", "(no-secondary-mx)",
 	} {
 		if !strings.Contains(stdout, want) {

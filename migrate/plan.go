@@ -35,6 +35,9 @@ type Plan struct {
 	Traffic *HourTraffic `json:"traffic,omitempty"`
 	Config  *ConfigScan  `json:"config,omitempty"`
 	Risks   []Risk       `json:"risks,omitempty"`
+	// SuggestedCutover is the start of the first quietest hour after the
+	// lowered TTLs have taken effect (zero without traffic data).
+	SuggestedCutover time.Time `json:"suggested_cutover,omitzero"`
 	// Notes are things the plan could not find out, each saying why.
 	Notes []string `json:"notes,omitempty"`
 }

@@ -173,6 +173,20 @@ func finishPlan(ctx context.Context, p *Plan, o PlanOptions, newH host.Host, man
 		p.OldAddr = dnsAddr(p.DNS)
 	}
 	p.Risks = Risks(p)
+	p.SuggestedCutover = suggestCutover(p, o.Now())
+}
+
+// suggestCutover is the first quietest hour once the lowered TTLs are in
+// effect everywhere.
+func suggestCutover(p *Plan, now time.Time) time.Time {
+	if p.Traffic == nil || p.Traffic.QuietHour < 0 {
+		return time.Time{}
+	}
+	from := now
+	if p.DNS != nil && p.DNS.Error == "" && p.DNS.CutoverAfter.After(from) {
+		from = p.DNS.CutoverAfter
+	}
+	return NextHour(from, p.Traffic.QuietHour, p.Traffic.Zone)
 }
 
 func openBoth(ctx context.Context, o PlanOptions) (oldH, newH host.Host, err error) {

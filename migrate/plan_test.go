@@ -286,3 +286,18 @@ func TestInspectApacheAndPostfix(t *testing.T) {
 		t.Fatal("service kinds")
 	}
 }
+
+func TestSuggestCutover(t *testing.T) {
+	now := time.Date(2026, 11, 22, 0, 10, 0, 0, time.UTC)
+	p := &Plan{Traffic: &HourTraffic{QuietHour: 3, Zone: "+00:00"}}
+	if got := suggestCutover(p, now); !got.Equal(time.Date(2026, 11, 22, 3, 0, 0, 0, time.UTC)) {
+		t.Fatalf("no DNS: %s", got)
+	}
+	p.DNS = &DNSSection{CutoverAfter: now.Add(4 * time.Hour)} // lowered TTLs in effect at 04:10
+	if got := suggestCutover(p, now); !got.Equal(time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC)) {
+		t.Fatalf("after a long TTL: %s", got)
+	}
+	if got := suggestCutover(&Plan{Traffic: &HourTraffic{QuietHour: -1}}, now); !got.IsZero() {
+		t.Fatalf("without traffic: %s", got)
+	}
+}
