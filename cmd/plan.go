@@ -207,11 +207,11 @@ func printPlanText(w io.Writer, dir string, p *migrate.Plan, now time.Time) erro
 	planMoveText(&b, p.Move)
 	planDNSText(&b, p)
 	planTrafficText(&b, p, now)
-	planRisksText(&b, p.Risks)
 	if !p.SuggestedCutover.IsZero() {
 		fmt.Fprintf(&b, "\nSUGGESTED CUTOVER\n  %s: the first quietest hour after the lowered TTLs are in effect\n",
 			p.SuggestedCutover.Format("2006-01-02 15:04 -07:00"))
 	}
+	planRisksText(&b, p.Risks)
 	if len(p.Notes) > 0 {
 		b.WriteString("\nNOTES\n")
 		for _, n := range p.Notes {
