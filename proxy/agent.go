@@ -20,6 +20,7 @@ import (
 const (
 	MethodStart = "proxy.start"
 	MethodStop  = "proxy.stop"
+	MethodCtl   = "proxy.ctl"
 )
 
 // DefaultDir holds the configuration, PID file, control socket and
@@ -51,7 +52,53 @@ type StopResult struct {
 	Stopped bool `json:"stopped"`
 }
 
+// CtlParams are the parameters of proxy.ctl: the control socket (default
+// DefaultDir/ctl.sock), an action ("list", "disable" or "enable") and,
+// for the last two, a backend key or host:port.
+type CtlParams struct {
+	Control string `json:"control,omitempty"`
+	Action  string `json:"action"`
+	Backend string `json:"backend,omitempty"`
+}
+
+// CtlResult is the result of proxy.ctl: Status for list, Changed otherwise.
+type CtlResult struct {
+	Status  *Status `json:"status,omitempty"`
+	Changed int     `json:"changed,omitempty"`
+}
+
+// Ctl runs one control action against a proxy on this host.
+func Ctl(ctx context.Context, p CtlParams) (*CtlResult, error) {
+	sock := p.Control
+	if sock == "" {
+		sock = filepath.Join(DefaultDir, "ctl.sock")
+	}
+	c := NewControl(sock)
+	switch p.Action {
+	case "list":
+		st, err := c.Status(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &CtlResult{Status: &st}, nil
+	case "disable", "enable":
+		n, err := c.SetDisabled(ctx, p.Backend, p.Action == "disable")
+		if err != nil {
+			return nil, err
+		}
+		return &CtlResult{Changed: n}, nil
+	}
+	return nil, fmt.Errorf("proxy ctl: unknown action %q (want list, disable or enable)", p.Action)
+}
+
 func init() {
+	agent.Register(MethodCtl, func(ctx context.Context, c *agent.Call) (any, error) {
+		var p CtlParams
+		if err := c.Decode(&p); err != nil {
+			return nil, err
+		}
+		return Ctl(ctx, p)
+	})
 	agent.Register(MethodStart, func(ctx context.Context, c *agent.Call) (any, error) {
 		var p StartParams
 		if err := c.Decode(&p); err != nil {
