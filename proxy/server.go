@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -203,9 +202,6 @@ func (s *Server) activate(in *instance) {
 	hctx, cancel := context.WithCancel(s.ctx)
 	in.cancel = cancel
 	go in.healthLoop(hctx)
-	for _, l := range in.udp {
-		l.start(hctx)
-	}
 }
 
 func (s *Server) setHandler(key string, h *handlerRef) {
@@ -418,5 +414,3 @@ func WritePIDFile(path string) error {
 	}
 	return nil
 }
-
-var errStopped = errors.New("server stopped")

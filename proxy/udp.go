@@ -18,7 +18,6 @@ type udpListener struct {
 	svc     *service
 	name    string
 	timeout time.Duration
-	pc      net.PacketConn
 	mu      sync.Mutex
 	flows   map[string]*udpFlow
 }
@@ -44,8 +43,6 @@ func (in *instance) newUDPListener(lc *ListenerConfig) *udpListener {
 	}
 	return u
 }
-
-func (u *udpListener) start(ctx context.Context) {}
 
 // packetLoop reads datagrams and hands them to the current handler.
 func (s *sock) packetLoop(ctx context.Context) {
