@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -129,7 +128,7 @@ func sockKey(lc *ListenerConfig) string {
 }
 
 // acceptLoop serves a stream socket until it is closed.
-func (s *sock) acceptLoop(ctx context.Context, wg *sync.WaitGroup) {
+func (s *sock) acceptLoop(ctx context.Context) {
 	defer close(s.done)
 	var delay time.Duration
 	for {

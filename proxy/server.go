@@ -213,7 +213,7 @@ func (s *Server) setHandler(key string, h *handlerRef) {
 	}
 	if sk.ln != nil {
 		s.wg.Add(1)
-		go func() { defer s.wg.Done(); sk.acceptLoop(s.ctx, nil) }()
+		go func() { defer s.wg.Done(); sk.acceptLoop(s.ctx) }()
 	} else {
 		s.wg.Add(1)
 		go func() { defer s.wg.Done(); sk.packetLoop(s.ctx) }()
