@@ -271,3 +271,25 @@ func TestNoGoroutineLeak(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, func() bool { return runtime.NumGoroutine() <= base+2 })
 }
+
+// TestSessionLeavesEmergency: a client pinned to the Emergency backend
+// while the normal one was down goes back to it once it is alive.
+func TestSessionLeavesEmergency(t *testing.T) {
+	main := newRestartable(t, "main")
+	emerg := newRestartable(t, "emergency")
+	lp := freePort(t)
+	src := fmt.Sprintf("Alive 1\nListenHTTP\nAddress 127.0.0.1\nPort %s\nService\nBackEnd\nAddress 127.0.0.1\nPort %s\nEnd\n"+
+		"Emergency\nAddress 127.0.0.1\nPort %s\nEnd\nSession\nType IP\nTTL 300\nEnd\nEnd\nEnd\n", lp, main.port(), emerg.port())
+	startProxy(t, src, nil)
+	url := "http://127.0.0.1:" + lp + "/"
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	if got, _, _ := get(c, url); got != "main" {
+		t.Fatalf("first: %q", got)
+	}
+	main.stop()
+	if got, _, _ := get(c, url); got != "emergency" {
+		t.Fatalf("during outage: %q", got)
+	}
+	main.start()
+	waitFor(t, 3*time.Second, func() bool { got, _, _ := get(c, url); return got == "main" })
+}

@@ -147,7 +147,8 @@ func (s *service) pick(req *msgHead, client netip.Addr, tried uint64) (*backend,
 			} else {
 				b = s.sess.lookup(key)
 			}
-			if b != nil && b.usable() && tried&(1<<uint(b.id%64)) == 0 {
+			// A session on an Emergency backend ends once a normal one is back.
+			if b != nil && b.usable() && tried&(1<<uint(b.id%64)) == 0 && !(b.cfg.Emergency && s.normalUsable()) {
 				return b, key
 			}
 		}
@@ -160,6 +161,15 @@ func (s *service) pick(req *msgHead, client netip.Addr, tried uint64) (*backend,
 		s.sess.store(key, b)
 	}
 	return b, key
+}
+
+func (s *service) normalUsable() bool {
+	for _, b := range s.backends {
+		if b.usable() {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *service) choose(bs []*backend, tried uint64) *backend {
