@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"os"
 	"time"
@@ -29,6 +30,7 @@ type CutoverOptions struct {
 	DNSTTL      uint32
 	PrepareOnly bool
 	Drill       string
+	TLSCert     string
 }
 
 // NewCmdCutover builds `migrate cutover DIR`.
@@ -78,6 +80,7 @@ continues from the journal.`,
 	fl.StringVar(&opts.HealthPath, "health-path", "/", "path requested on the new host to check an HTTP service")
 	fl.DurationVar(&opts.HoldTimeout, "hold-timeout", 60*time.Second, "forward held connections anyway after this long")
 	fl.Uint32Var(&opts.DNSTTL, "dns-ttl", 0, "TTL of the new DNS records (default: the old TTL)")
+	fl.StringVar(&opts.TLSCert, "tls-cert", "", "key and certificate PEM: terminate TLS on port 443 at the old host during the move (default: pass TLS through)")
 	fl.BoolVar(&opts.PrepareOnly, "prepare-only", false, "only capture, transfer and start on the new host; switch nothing")
 	fl.StringVar(&opts.Drill, "drill", "", "rehearse a rollback: make STEP (takeover, final-sync, restart-new, release or dns-switch) fail on purpose")
 	return cmd
@@ -138,6 +141,11 @@ func cutoverRun(ctx context.Context, opts *CutoverOptions) error {
 		return err
 	}
 	so.Dest, so.HealthPath, so.HoldTimeout, so.DNSTTL, so.Drill = opts.Dest, opts.HealthPath, opts.HoldTimeout, opts.DNSTTL, opts.Drill
+	if opts.TLSCert != "" {
+		if so.TLSCert, err = readTLSCert(opts.TLSCert); err != nil {
+			return err
+		}
+	}
 	if opts.PrepareOnly {
 		return migrate.Prepare(ctx, m, so)
 	}
@@ -215,4 +223,17 @@ func NewCmdRollback(f *Factory, runF func(*RollbackOptions) error) *cobra.Comman
 	}
 	cmd.Flags().StringVar(&opts.TSIGKey, "tsig-key", "", "TSIG key file for DNS updates (default: the plan's, or $MIGRATE_TSIG_KEY)")
 	return cmd
+}
+
+// readTLSCert reads a PEM file holding a private key and its certificate
+// chain, and checks that they belong together.
+func readTLSCert(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert: %w", err)
+	}
+	if _, err := tls.X509KeyPair(b, b); err != nil {
+		return nil, hint.With(fmt.Errorf("--tls-cert %s: %w", path, err), "the file must hold the private key and the certificate chain, PEM encoded")
+	}
+	return b, nil
 }

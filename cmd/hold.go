@@ -3,6 +3,7 @@ package cmd
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -28,29 +29,10 @@ type proxyForwarder struct {
 	log  *slog.Logger
 }
 
-func (p *proxyForwarder) Serve(ctx context.Context, held migrate.Held) error {
-	cfg, err := proxy.QuickConfig(proxy.QuickOptions{Listen: p.opts.Listen, To: p.opts.Backend, Mode: p.opts.Mode})
+func (p *proxyForwarder) Serve(ctx context.Context, held []migrate.Held) error {
+	cfg, po, err := holdConfig(held, p.log)
 	if err != nil {
 		return err
-	}
-	// Apache combined: what migrate drain reads.
-	cfg.LogLevel = 4
-	for _, l := range cfg.Listeners {
-		l.LogLevel = 4
-	}
-	po := proxy.Options{Logger: p.log}
-	if held.TCP != nil {
-		po.Inherited = map[string]net.Listener{p.opts.Listen: held.TCP}
-	} else {
-		cfg.Listeners = nil
-	}
-	if held.UDP != nil {
-		udp, err := proxy.QuickConfig(proxy.QuickOptions{Listen: p.opts.Listen, To: p.opts.Backend, Mode: "udp"})
-		if err != nil {
-			return err
-		}
-		cfg.Listeners = append(cfg.Listeners, udp.Listeners...)
-		po.InheritedPacket = map[string]net.PacketConn{p.opts.Listen: held.UDP}
 	}
 	if p.opts.AccessLog != "" {
 		f, err := os.OpenFile(p.opts.AccessLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
@@ -73,6 +55,62 @@ func (p *proxyForwarder) Serve(ctx context.Context, held migrate.Held) error {
 	return srv.Shutdown(sctx)
 }
 
+// holdConfig is the proxy configuration of the held ports: one listener
+// per port and protocol, on the inherited sockets.
+func holdConfig(held []migrate.Held, log *slog.Logger) (*proxy.Config, proxy.Options, error) {
+	po := proxy.Options{Logger: log, Inherited: map[string]net.Listener{}, InheritedPacket: map[string]net.PacketConn{}}
+	var cfg *proxy.Config
+	add := func(q proxy.QuickOptions, https bool) error {
+		c, err := proxy.QuickConfig(q)
+		if err != nil {
+			return err
+		}
+		if https {
+			for _, l := range c.Listeners {
+				for _, s := range l.Services {
+					for _, b := range s.Backends {
+						b.HTTPS = true
+					}
+				}
+			}
+		}
+		if cfg == nil {
+			cfg = c
+			return nil
+		}
+		cfg.Listeners = append(cfg.Listeners, c.Listeners...)
+		return nil
+	}
+	for _, h := range held {
+		q := proxy.QuickOptions{Listen: h.Port.Listen, To: h.Port.Backend, Mode: h.Port.Mode}
+		if h.TCP != nil {
+			if h.Port.Mode == migrate.ModeHTTPS {
+				q.Mode, q.TLSCert = migrate.ModeHTTP, h.Port.TLSCertFile
+			}
+			if err := add(q, h.Port.Mode == migrate.ModeHTTPS); err != nil {
+				return nil, po, err
+			}
+			po.Inherited[h.Port.Listen] = h.TCP
+		}
+		if h.UDP != nil {
+			q.Mode, q.TLSCert = "udp", ""
+			if err := add(q, false); err != nil {
+				return nil, po, err
+			}
+			po.InheritedPacket[h.Port.Listen] = h.UDP
+		}
+	}
+	if cfg == nil {
+		return nil, po, errors.New("nothing held")
+	}
+	// Apache combined: what migrate drain reads.
+	cfg.LogLevel = 4
+	for _, l := range cfg.Listeners {
+		l.LogLevel = 4
+	}
+	return cfg, po, nil
+}
+
 // NewCmdHold is the hidden daemon that holds a service's address during
 // cutover (started by the agent on the old host with the listening socket
 // as fd 3; see migrate.Hold).
@@ -92,7 +130,7 @@ func NewCmdHold(f *Factory) *cobra.Command {
 			if err := json.Unmarshal(b, &opts); err != nil {
 				return fmt.Errorf("%s: %w", optsFile, err)
 			}
-			log := slog.New(slog.NewTextHandler(f.IO.ErrOut, nil)).With("hold", opts.Listen)
+			log := slog.New(slog.NewTextHandler(f.IO.ErrOut, nil)).With("hold", opts.ControlSocket)
 			return migrate.Hold(cmd.Context(), opts, log)
 		},
 	}

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +41,9 @@ type Options struct {
 	HoldTimeout time.Duration
 	// DNSTTL is the TTL of the records cutover puts in (default: the old TTL).
 	DNSTTL uint32
+	// TLSCert (key and certificate, PEM) terminates TLS on the web
+	// service's TLS port during the move instead of passing it through.
+	TLSCert []byte
 	// Events, if set, receives a line of progress per step.
 	Events func(Event)
 	// TransferProgress, if set, receives transfer progress.
@@ -554,19 +558,65 @@ func (s *session) health(ctx context.Context, addr string) (string, error) {
 }
 
 func (s *session) takeover(ctx context.Context) (TakeoverResult, error) {
-	port, err := s.port()
+	ports, err := s.ports()
 	if err != nil {
 		return TakeoverResult{}, err
 	}
+	p := TakeoverParams{Name: s.m.Plan.Name, HoldTimeout: s.o.HoldTimeout}
+	for _, port := range ports {
+		tp := TakeoverPort{Port: port, Mode: s.portMode(port),
+			Listen:  net.JoinHostPort(s.oldAddr(), strconv.Itoa(port)),
+			Backend: net.JoinHostPort(s.newAddr(), strconv.Itoa(port))}
+		if tp.Mode == ModeHTTPS {
+			tp.TLSCert = s.o.TLSCert
+		}
+		p.Ports = append(p.Ports, tp)
+	}
 	var res TakeoverResult
-	p := TakeoverParams{Name: s.m.Plan.Name, Port: port, Mode: s.mode(), HoldTimeout: s.o.HoldTimeout,
-		Listen:  net.JoinHostPort(s.oldAddr(), strconv.Itoa(port)),
-		Backend: net.JoinHostPort(s.newAddr(), strconv.Itoa(port))}
 	if err := s.old.Call(ctx, MethodTakeover, p, &res); err != nil {
 		return res, err
 	}
 	res.Proxy.Host = s.m.Plan.From
 	return res, nil
+}
+
+// ports are the TCP ports the service listens on (from its capture), the
+// plan's port first: all of them are held, or the old service's stop
+// would close the others.
+func (s *session) ports() ([]int, error) {
+	first, err := s.port()
+	if err != nil {
+		return nil, err
+	}
+	out := []int{first}
+	base, err := s.base()
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range base.Ports {
+		if strings.HasPrefix(p.Proto, "tcp") && !slices.Contains(out, p.Port) {
+			out = append(out, p.Port)
+		}
+	}
+	return out, nil
+}
+
+// portMode says how a port is forwarded: web servers' HTTP ports through
+// the HTTP proxy; their TLS ports passed through as they are (the new
+// host serves the migrated certificate) unless a certificate to
+// terminate with was given; anything else as plain TCP.
+func (s *session) portMode(port int) string {
+	if s.mode() != ModeHTTP {
+		return ModeTCP
+	}
+	switch port {
+	case 443, 8443:
+		if len(s.o.TLSCert) > 0 {
+			return ModeHTTPS
+		}
+		return ModeTCP
+	}
+	return ModeHTTP
 }
 
 func (s *session) updater() *dnscheck.Updater {

@@ -3,6 +3,7 @@
 package migrate_test
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/smtp"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -82,7 +84,7 @@ func TestCutoverPostfix(t *testing.T) {
 
 	// Mail keeps coming: 4 senders, one session each every 50 ms.
 	var accepted sync.Map
-	var nAccepted, nFailed atomic.Int64
+	var nAccepted, nFailed, nRetried atomic.Int64
 	var failures []string
 	var fmu sync.Mutex
 	stop := make(chan struct{})
@@ -98,7 +100,16 @@ func TestCutoverPostfix(t *testing.T) {
 				case <-time.After(50 * time.Millisecond):
 				}
 				subject := fmt.Sprintf("m-%d-%d", s, i)
-				if err := sendMail(addr, subject); err != nil {
+				// Like a sending MTA: a session cut before the message was
+				// accepted is tried again; a refused connection is a failure.
+				var err error
+				for try := 0; try < 3; try++ {
+					if err = sendMail(addr, subject); err == nil || errors.Is(err, syscall.ECONNREFUSED) {
+						break
+					}
+					nRetried.Add(1)
+				}
+				if err != nil {
 					nFailed.Add(1)
 					fmu.Lock()
 					failures = append(failures, subject+": "+err.Error())
@@ -119,7 +130,7 @@ func TestCutoverPostfix(t *testing.T) {
 		t.Fatalf("cutover: exit %d\n%s\n%s", code, out, errOut)
 	}
 	t.Logf("cutover:\n%s%s", out, errOut)
-	t.Logf("smtp: %d sessions accepted, %d failed %v", nAccepted.Load(), nFailed.Load(), failures)
+	t.Logf("smtp: %d messages accepted, %d sessions cut and tried again, %d failed %v", nAccepted.Load(), nRetried.Load(), nFailed.Load(), failures)
 	select {
 	case <-pf.Done():
 	default:

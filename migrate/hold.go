@@ -17,38 +17,54 @@ import (
 	"github.com/migrate-tool/migrate/internal/takeover"
 )
 
-// Held are the sockets of a service's address, taken over from it.
+// Held are the sockets of one port of the service, taken over from it.
 type Held struct {
-	TCP net.Listener   // all its TCP listening sockets, merged; nil if none
-	UDP net.PacketConn // all its UDP sockets, merged; nil if none
+	Port HoldPort
+	TCP  net.Listener   // all its TCP listening sockets, merged; nil if none
+	UDP  net.PacketConn // all its UDP sockets, merged; nil if none
 }
 
-// Forwarder serves the held address once it is released: it accepts from
+// Forwarder serves the held ports once they are released: it accepts from
 // the held sockets and forwards to the new host until ctx ends, then
 // stops and returns (connections in progress may finish meanwhile). It
 // may close what it is given: those are duplicates, and the holder keeps
 // the sockets themselves open for a rollback.
 type Forwarder interface {
-	Serve(ctx context.Context, held Held) error
+	Serve(ctx context.Context, held []Held) error
 }
 
 // NewForwarder builds the forwarder of a holding proxy from its options.
 // It is set by the package that owns the proxy engine (wired in cmd).
 var NewForwarder func(opts HoldOptions, log *slog.Logger) (Forwarder, error)
 
-// HoldOptions configure the holding proxy daemon on the old host.
-type HoldOptions struct {
+// Forwarding modes of a held port.
+const (
+	ModeHTTP  = "http"  // HTTP proxy: X-Forwarded-For, access log, health checks
+	ModeHTTPS = "https" // TLS terminated with TLSCert, HTTPS to the backend
+	ModeTCP   = "tcp"   // bytes as they are (TLS passes through untouched)
+)
+
+// HoldPort is one port of the service: its sockets and where they go.
+type HoldPort struct {
+	Port int `json:"port"`
 	// TCPFDs and UDPFDs are the inherited sockets (duplicates of the old
-	// service's, from internal/takeover).
-	TCPFDs []int `json:"tcp_fds"`
+	// service's, from internal/takeover), as fd numbers of the holder.
+	TCPFDs []int `json:"tcp_fds,omitempty"`
 	UDPFDs []int `json:"udp_fds,omitempty"`
-	// Listen is the address the sockets are bound to, ADDR:PORT.
+	// Listen is the address the proxy reports, ADDR:PORT.
 	Listen string `json:"listen"`
 	// Backend is where released connections go: NEWADDR:PORT.
 	Backend string `json:"backend"`
-	// Mode is "http" or "tcp" (for the TCP sockets; UDP is forwarded as
-	// datagrams).
+	// Mode is ModeHTTP, ModeHTTPS or ModeTCP for the TCP sockets; UDP is
+	// forwarded as datagrams.
 	Mode string `json:"mode"`
+	// TLSCertFile holds key and certificate (PEM) for ModeHTTPS.
+	TLSCertFile string `json:"tls_cert_file,omitempty"`
+}
+
+// HoldOptions configure the holding proxy daemon on the old host.
+type HoldOptions struct {
+	Ports []HoldPort `json:"ports"`
 	// ControlSocket is the Unix socket the daemon answers on.
 	ControlSocket string `json:"control_socket"`
 	// AccessLog is the file the proxy logs requests to.
@@ -87,14 +103,21 @@ type HoldReply struct {
 // kernel queues new connections) until told to release it.
 func Hold(ctx context.Context, opts HoldOptions, log *slog.Logger) error {
 	h := &holder{opts: opts, log: log, done: make(chan error, 1)}
-	for _, fd := range opts.TCPFDs {
-		h.tcp = append(h.tcp, os.NewFile(uintptr(fd), fmt.Sprintf("tcp-%d", fd)))
+	for _, p := range opts.Ports {
+		var ps heldPort
+		for _, fd := range p.TCPFDs {
+			ps.tcp = append(ps.tcp, os.NewFile(uintptr(fd), fmt.Sprintf("tcp-%d", fd)))
+		}
+		for _, fd := range p.UDPFDs {
+			ps.udp = append(ps.udp, os.NewFile(uintptr(fd), fmt.Sprintf("udp-%d", fd)))
+		}
+		if len(ps.tcp)+len(ps.udp) == 0 {
+			return fmt.Errorf("no socket to hold for port %d", p.Port)
+		}
+		h.ports = append(h.ports, ps)
 	}
-	for _, fd := range opts.UDPFDs {
-		h.udp = append(h.udp, os.NewFile(uintptr(fd), fmt.Sprintf("udp-%d", fd)))
-	}
-	if len(h.tcp)+len(h.udp) == 0 {
-		return errors.New("no socket to hold")
+	if len(h.ports) == 0 {
+		return errors.New("no port to hold")
 	}
 	// The sockets must be what they claim before anything is promised.
 	held, err := h.held()
@@ -141,7 +164,7 @@ func Hold(ctx context.Context, opts HoldOptions, log *slog.Logger) error {
 
 type holder struct {
 	opts     HoldOptions
-	tcp, udp []*os.File // the held sockets; closed only when the process exits
+	ports    []heldPort // the held sockets; closed only when the process exits
 	log      *slog.Logger
 	cancel   context.CancelFunc
 	mu       sync.Mutex
@@ -151,36 +174,44 @@ type holder struct {
 	done     chan error
 }
 
-// held returns fresh duplicates of the held sockets as a listener and a
-// packet conn: closing them leaves the sockets open.
-func (h *holder) held() (Held, error) {
-	var out Held
-	var lns []net.Listener
-	for _, f := range h.tcp {
-		ln, err := net.FileListener(f)
-		if err != nil {
-			return out, fmt.Errorf("held socket %s: %w", f.Name(), err)
+type heldPort struct {
+	tcp, udp []*os.File
+}
+
+// held returns fresh duplicates of the held sockets, merged per port:
+// closing them leaves the sockets open.
+func (h *holder) held() ([]Held, error) {
+	var out []Held
+	for i, ps := range h.ports {
+		hp := Held{Port: h.opts.Ports[i]}
+		var lns []net.Listener
+		for _, f := range ps.tcp {
+			ln, err := net.FileListener(f)
+			if err != nil {
+				return out, fmt.Errorf("held socket %s: %w", f.Name(), err)
+			}
+			lns = append(lns, ln)
 		}
-		lns = append(lns, ln)
-	}
-	var pcs []net.PacketConn
-	for _, f := range h.udp {
-		pc, err := net.FilePacketConn(f)
-		if err != nil {
-			return out, fmt.Errorf("held socket %s: %w", f.Name(), err)
+		var pcs []net.PacketConn
+		for _, f := range ps.udp {
+			pc, err := net.FilePacketConn(f)
+			if err != nil {
+				return out, fmt.Errorf("held socket %s: %w", f.Name(), err)
+			}
+			pcs = append(pcs, pc)
 		}
-		pcs = append(pcs, pc)
-	}
-	var err error
-	if len(lns) > 0 {
-		if out.TCP, err = takeover.MergeListeners(lns); err != nil {
-			return out, err
+		var err error
+		if len(lns) > 0 {
+			if hp.TCP, err = takeover.MergeListeners(lns); err != nil {
+				return out, err
+			}
 		}
-	}
-	if len(pcs) > 0 {
-		if out.UDP, err = takeover.MergePacketConns(pcs); err != nil {
-			return out, err
+		if len(pcs) > 0 {
+			if hp.UDP, err = takeover.MergePacketConns(pcs); err != nil {
+				return out, err
+			}
 		}
+		out = append(out, hp)
 	}
 	return out, nil
 }
@@ -256,7 +287,9 @@ func (h *holder) release(ctx context.Context) error {
 			h.done <- err
 		}
 	}()
-	h.log.Info("released: forwarding", "listen", h.opts.Listen, "backend", h.opts.Backend)
+	for _, p := range h.opts.Ports {
+		h.log.Info("released: forwarding", "listen", p.Listen, "backend", p.Backend, "mode", p.Mode)
+	}
 	return nil
 }
 
@@ -289,10 +322,16 @@ func (h *holder) rollback(argv []string) error {
 	if err := h.stopForwarding(); err != nil {
 		return err
 	}
-	files := append(append([]*os.File{}, h.tcp...), h.udp...)
+	var files []*os.File
 	nginx := ""
-	for i := range h.tcp {
-		nginx += fmt.Sprintf("%d;", 3+i)
+	for _, ps := range h.ports {
+		for _, f := range ps.tcp {
+			files = append(files, f)
+			nginx += fmt.Sprintf("%d;", 2+len(files))
+		}
+	}
+	for _, ps := range h.ports {
+		files = append(files, ps.udp...)
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.ExtraFiles = files
@@ -340,11 +379,13 @@ func HoldControl(ctx context.Context, socket string, req HoldRequest) (string, e
 }
 
 // closeHeld closes the duplicates in held (the sockets stay open).
-func closeHeld(held Held) {
-	if held.TCP != nil {
-		held.TCP.Close()
-	}
-	if held.UDP != nil {
-		held.UDP.Close()
+func closeHeld(held []Held) {
+	for _, hp := range held {
+		if hp.TCP != nil {
+			hp.TCP.Close()
+		}
+		if hp.UDP != nil {
+			hp.UDP.Close()
+		}
 	}
 }

@@ -20,8 +20,8 @@ import (
 // proxy engine: this test is about holding and handing the socket back).
 type echoForwarder struct{}
 
-func (echoForwarder) Serve(ctx context.Context, held Held) error {
-	ln := held.TCP
+func (echoForwarder) Serve(ctx context.Context, held []Held) error {
+	ln := held[0].TCP
 	go func() { <-ctx.Done(); ln.Close() }()
 	for {
 		c, err := ln.Accept()
@@ -88,7 +88,7 @@ func TestHoldReleaseRollback(t *testing.T) {
 	ln.Close() // only the dup in f keeps the socket, as after a takeover
 	// Hold takes the socket from an fd number: make f's fd the one it uses.
 	dir := t.TempDir()
-	opts := HoldOptions{TCPFDs: []int{int(f.Fd())}, Listen: addr, Backend: "unused", ControlSocket: filepath.Join(dir, "ctl.sock"), HoldTimeout: time.Minute}
+	opts := HoldOptions{Ports: []HoldPort{{Port: 1, TCPFDs: []int{int(f.Fd())}, Listen: addr, Backend: "unused", Mode: ModeTCP}}, ControlSocket: filepath.Join(dir, "ctl.sock"), HoldTimeout: time.Minute}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	done := make(chan error, 1)

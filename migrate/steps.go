@@ -30,9 +30,11 @@ type ProxyState struct {
 	ControlSocket string    `json:"control_socket"` // Unix socket of its control API on the old host
 	AccessLog     string    `json:"access_log"`     // its access log on the old host
 	LogFormat     string    `json:"log_format"`     // accesslog format name of AccessLog
-	Listen        string    `json:"listen"`         // the old address it holds, ADDR:PORT
-	Backend       string    `json:"backend"`        // where it forwards, ADDR:PORT
+	Listen        string    `json:"listen"`         // the old address it holds, ADDR:PORT (first port)
+	Backend       string    `json:"backend"`        // where it forwards, ADDR:PORT (first port)
 	TakenAt       time.Time `json:"taken_at"`
+	// Ports are all the ports held, "LISTEN -> BACKEND (MODE)".
+	Ports []string `json:"ports,omitempty"`
 }
 
 // DNSSwitch is the data of the dns-switch step: the changes made and

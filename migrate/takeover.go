@@ -32,14 +32,22 @@ const StateDir = "/var/lib/migrate/cutover"
 // TakeoverParams ask the old host to hand its service's address to a
 // holding proxy and stop the service gracefully.
 type TakeoverParams struct {
-	Name        string        `json:"name"`
-	Port        int           `json:"port"`
-	Listen      string        `json:"listen"`  // the old address, for the record
-	Backend     string        `json:"backend"` // NEWADDR:PORT
-	Mode        string        `json:"mode"`    // "http" or "tcp"
-	StopSignal  string        `json:"stop_signal,omitempty"`
-	StopTimeout time.Duration `json:"stop_timeout,omitempty"`
-	HoldTimeout time.Duration `json:"hold_timeout,omitempty"`
+	Name        string         `json:"name"`
+	Ports       []TakeoverPort `json:"ports"`
+	StopSignal  string         `json:"stop_signal,omitempty"`
+	StopTimeout time.Duration  `json:"stop_timeout,omitempty"`
+	HoldTimeout time.Duration  `json:"hold_timeout,omitempty"`
+}
+
+// TakeoverPort is one port of the service to hold and where it goes.
+type TakeoverPort struct {
+	Port    int    `json:"port"`
+	Listen  string `json:"listen"`  // the old address, for the record
+	Backend string `json:"backend"` // NEWADDR:PORT
+	Mode    string `json:"mode"`    // ModeHTTP, ModeHTTPS or ModeTCP
+	// TLSCert is the key and certificate (PEM) that terminate TLS in
+	// ModeHTTPS; it is written 0600 on the old host, never logged.
+	TLSCert []byte `json:"tls_cert,omitempty"`
 }
 
 // TakeoverResult is what the old host did.
@@ -78,20 +86,71 @@ func init() {
 const HoldCommand = "hold"
 
 func takeOver(ctx context.Context, p TakeoverParams) (*TakeoverResult, error) {
-	if p.Port == 0 || p.Backend == "" {
-		return nil, errors.New("takeover: port and backend are required")
+	if len(p.Ports) == 0 {
+		return nil, errors.New("takeover: no port to take over")
 	}
-	socks, err := takeover.Find("/proc", "tcp", p.Port)
+	dir := filepath.Join(StateDir, p.Name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("takeover: %w", err)
+	}
+	opts := HoldOptions{ControlSocket: filepath.Join(dir, "control.sock"), AccessLog: filepath.Join(dir, "access.log"),
+		HoldTimeout: p.HoldTimeout}
+	var files []*os.File
+	var all []takeover.Socket
+	defer func() { closeAll(files) }()
+	for _, tp := range p.Ports {
+		hp, socks, fs, err := takePort(dir, tp, len(files))
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, fs...)
+		all = append(all, socks...)
+		opts.Ports = append(opts.Ports, hp)
+	}
+	start := time.Now()
+	pid, err := spawnHolder(ctx, dir, opts, files)
 	if err != nil {
 		return nil, err
 	}
-	// The service's UDP sockets on the port (BIND) are held too.
+	spawnTook := time.Since(start)
+	start = time.Now()
+	stopped, err := stopGracefully(ctx, all, p.StopSignal, p.StopTimeout)
+	if err != nil {
+		// Give the address back: the old service still runs, so the
+		// holder's copy of the socket can simply go.
+		_, _ = HoldControl(ctx, opts.ControlSocket, HoldRequest{Cmd: HoldCmdStop})
+		return nil, err
+	}
+	first := p.Ports[0]
+	ps := ProxyState{PID: pid, ControlSocket: opts.ControlSocket, AccessLog: opts.AccessLog,
+		LogFormat: "combined", Listen: first.Listen, Backend: first.Backend, TakenAt: time.Now().UTC()}
+	for _, tp := range p.Ports {
+		ps.Ports = append(ps.Ports, fmt.Sprintf("%s -> %s (%s)", tp.Listen, tp.Backend, tp.Mode))
+	}
+	return &TakeoverResult{Proxy: ps, StoppedPID: stopped,
+		SpawnTook: spawnTook.Round(time.Millisecond).String(),
+		StopTook:  time.Since(start).Round(time.Millisecond).String(),
+	}, nil
+}
+
+// takePort duplicates the service's sockets on one port: every TCP
+// listening socket, and its UDP sockets on the port (BIND). Their fds in
+// the holder start at 3+before.
+func takePort(dir string, tp TakeoverPort, before int) (HoldPort, []takeover.Socket, []*os.File, error) {
+	hp := HoldPort{Port: tp.Port, Listen: tp.Listen, Backend: tp.Backend, Mode: tp.Mode}
+	if tp.Port == 0 || tp.Backend == "" {
+		return hp, nil, nil, errors.New("takeover: port and backend are required")
+	}
+	socks, err := takeover.Find("/proc", "tcp", tp.Port)
+	if err != nil {
+		return hp, nil, nil, err
+	}
 	pids := map[int]bool{}
 	for _, s := range socks {
 		pids[s.PID] = true
 	}
 	var usocks []takeover.Socket
-	if all, err := takeover.Find("/proc", "udp", p.Port); err == nil {
+	if all, err := takeover.Find("/proc", "udp", tp.Port); err == nil {
 		for _, s := range all {
 			if pids[s.PID] {
 				usocks = append(usocks, s)
@@ -100,52 +159,27 @@ func takeOver(ctx context.Context, p TakeoverParams) (*TakeoverResult, error) {
 	}
 	tcpFiles, err := takeover.DupAll(socks)
 	if err != nil {
-		return nil, err
+		return hp, nil, nil, err
 	}
 	udpFiles, err := takeover.DupAll(usocks)
 	if err != nil {
 		closeAll(tcpFiles)
-		return nil, err
+		return hp, nil, nil, err
 	}
-	files := append(tcpFiles, udpFiles...)
-	defer closeAll(files)
-
-	dir := filepath.Join(StateDir, p.Name)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("takeover: %w", err)
+	for i := range tcpFiles {
+		hp.TCPFDs = append(hp.TCPFDs, 3+before+i)
 	}
-	opts := HoldOptions{Listen: p.Listen, Backend: p.Backend, Mode: p.Mode,
-		ControlSocket: filepath.Join(dir, "control.sock"), AccessLog: filepath.Join(dir, "access.log"),
-		HoldTimeout: p.HoldTimeout}
-	for i := range files {
-		if i < len(tcpFiles) {
-			opts.TCPFDs = append(opts.TCPFDs, 3+i)
-		} else {
-			opts.UDPFDs = append(opts.UDPFDs, 3+i)
+	for i := range udpFiles {
+		hp.UDPFDs = append(hp.UDPFDs, 3+before+len(tcpFiles)+i)
+	}
+	if len(tp.TLSCert) > 0 {
+		hp.TLSCertFile = filepath.Join(dir, fmt.Sprintf("tls-%d.pem", tp.Port))
+		if err := os.WriteFile(hp.TLSCertFile, tp.TLSCert, 0o600); err != nil {
+			closeAll(append(tcpFiles, udpFiles...))
+			return hp, nil, nil, fmt.Errorf("takeover: %w", err)
 		}
 	}
-	socks = append(socks, usocks...)
-	start := time.Now()
-	pid, err := spawnHolder(ctx, dir, opts, files)
-	if err != nil {
-		return nil, err
-	}
-	spawnTook := time.Since(start)
-	start = time.Now()
-	stopped, err := stopGracefully(ctx, socks, p.StopSignal, p.StopTimeout)
-	if err != nil {
-		// Give the address back: the old service still runs, so the
-		// holder's copy of the socket can simply go.
-		_, _ = HoldControl(ctx, opts.ControlSocket, HoldRequest{Cmd: HoldCmdStop})
-		return nil, err
-	}
-	return &TakeoverResult{
-		Proxy: ProxyState{PID: pid, ControlSocket: opts.ControlSocket, AccessLog: opts.AccessLog,
-			LogFormat: "combined", Listen: p.Listen, Backend: p.Backend, TakenAt: time.Now().UTC()},
-		StoppedPID: stopped,
-		SpawnTook:  spawnTook.Round(time.Millisecond).String(),
-		StopTook:   time.Since(start).Round(time.Millisecond).String(),
-	}, nil
+	return hp, append(socks, usocks...), append(tcpFiles, udpFiles...), nil
 }
 
 // spawnHolder starts the holding proxy daemon with the sockets as its fds 3…,
