@@ -106,25 +106,32 @@ func Fetch(ctx context.Context, h Caller, p RunParams, path string) (*RunResult,
 			os.Remove(tmp.Name())
 		}
 	}()
+	// The stream is verified (every checksum) while it is written.
 	cw := &countWriter{w: tmp}
-	if err := h.CallStream(ctx, MethodRun, p, nil, cw, &res); err != nil {
+	pr, pw := io.Pipe()
+	verified := make(chan error, 1)
+	go func() {
+		err := WalkStream(path, pr, func(*Manifest) error { return nil }, func(*Entry, io.Reader) error { return nil })
+		io.Copy(io.Discard, pr) // keep the writer going after a failure
+		verified <- err
+	}()
+	err = h.CallStream(ctx, MethodRun, p, nil, io.MultiWriter(cw, pw), &res)
+	pw.Close()
+	verr := <-verified
+	if err != nil {
 		if cw.err != nil {
 			return nil, outputError(fmt.Errorf("write archive %s: %w", path, cw.err))
 		}
 		return nil, err
+	}
+	if verr != nil {
+		return nil, fmt.Errorf("received archive is damaged: %w", verr)
 	}
 	if err := tmp.Sync(); err != nil {
 		return nil, outputError(fmt.Errorf("sync archive %s: %w", path, err))
 	}
 	if err := tmp.Close(); err != nil {
 		return nil, outputError(fmt.Errorf("close archive %s: %w", path, err))
-	}
-	r, err := OpenArchive(tmp.Name())
-	if err == nil {
-		err = r.Verify()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("received archive is damaged: %w", err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return nil, outputError(fmt.Errorf("rename archive into place: %w", err))
