@@ -19,11 +19,12 @@ echo
 echo "== parser micro-benchmarks (drain = SkipPath, as drain.follow uses it; all = every field; minimal = SkipPath+SkipAgent)"
 go test -run '^$' -bench 'Parse/|WindowAdd|TailParse' -benchtime 500000x ./bench/drain |
 	awk '/^Benchmark/ {
-		ns = ""; ls = ""; al = ""
+		ns = ""; ls = ""; al = ""; cpu = "-"
 		for (i = 2; i <= NF; i++) {
 			if ($i == "ns/op") ns = $(i-1)
 			if ($i == "lines/s") ls = $(i-1)
 			if ($i == "allocs/op") al = $(i-1)
+			if ($i == "cpu-ns/line") cpu = $(i-1)
 		}
-		printf "%-40s %9s ns/line %10.0f lines/s %3s allocs/line\n", $1, ns, ls, al
+		printf "%-40s %9s ns/line %10.0f lines/s %7s cpu-ns/line %3s allocs/line\n", $1, ns, ls, cpu, al
 	}'
