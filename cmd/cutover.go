@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -236,4 +237,43 @@ func readTLSCert(path string) ([]byte, error) {
 		return nil, hint.With(fmt.Errorf("--tls-cert %s: %w", path, err), "the file must hold the private key and the certificate chain, PEM encoded")
 	}
 	return b, nil
+}
+
+// isMigrationDir reports whether dir holds a migration's plan.
+func isMigrationDir(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, migrate.PlanFile))
+	return err == nil
+}
+
+// migrationStepRun runs the capture or transfer step of the migration in
+// dir (`migrate capture DIR`, `migrate transfer DIR`).
+func migrationStepRun(ctx context.Context, f *Factory, dir, step string) error {
+	m, err := migrate.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	so := migrate.Options{OpenHost: f.OpenHost, Logger: f.Logger, Events: f.printEvent}
+	var res any
+	switch step {
+	case migrate.StepCapture:
+		res, err = migrate.Capture(ctx, m, so)
+	default:
+		res, err = migrate.Transfer(ctx, m, so)
+	}
+	if err != nil {
+		return err
+	}
+	if f.JSON {
+		return f.printJSON("summary", res)
+	}
+	switch r := res.(type) {
+	case migrate.CaptureResult:
+		fmt.Fprintf(f.IO.Out, "captured %s: %d files, %s, in %s\n", m.Plan.Service, r.Summary.Files, bytesText(r.Summary.Bytes), m.Path(r.Archive))
+	case migrate.TransferResult:
+		st := r.Stats
+		fmt.Fprintf(f.IO.Out, "shipped to %s: %s sent of %s (%s saved), root %s\n", m.Plan.To, bytesText(st.BytesSent), bytesText(st.BytesArchive), bytesText(st.BytesSaved), st.Root)
+	}
+	fmt.Fprintf(f.IO.Out, "next: migrate cutover %s\n", dir)
+	return nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/migrate-tool/migrate/capture"
 	"github.com/migrate-tool/migrate/internal/host"
+	"github.com/migrate-tool/migrate/migrate"
 	"github.com/migrate-tool/migrate/transfer"
 )
 
@@ -36,7 +37,7 @@ type TransferOptions struct {
 func NewCmdTransfer(f *Factory, runF func(*TransferOptions) error) *cobra.Command {
 	opts := &TransferOptions{F: f}
 	cmd := &cobra.Command{
-		Use:   "transfer {ARCHIVE | --from OLD --service NAME} --to HOST",
+		Use:   "transfer {ARCHIVE | --from OLD --service NAME} --to HOST | transfer DIR",
 		Short: "Ship a capture archive into a chroot on the target host, sending only what it lacks",
 		Long: `Ship a capture archive into DEST/NAME/root on HOST (default /srv/migrate/NAME/root)
 through the agent over one SSH connection. The target first reports which
@@ -48,13 +49,18 @@ then; the root is marked complete only after all of them verified. Run the
 same command again after an interruption: only what is missing is sent.
 A delta archive (capture --since) applies on top of the complete root.
 With --from OLD --service NAME the service is captured first (as migrate
-capture does) into a temporary archive that is removed afterwards.`,
+capture does) into a temporary archive that is removed afterwards.
+With a migration directory DIR (see migrate plan), the journalled transfer
+step of that migration runs, capturing first if needed.`,
 		Example: `  migrate transfer nginx.tar.zst --to ssh://root@10.231.0.2
   migrate transfer dns.tar.zst --to new1 --name dns --dest /var/lib/chroots
   migrate transfer nginx-delta.tar.zst --to new1 --json
   migrate transfer --from ssh://root@10.231.0.1 --service nginx --to ssh://root@10.231.0.2`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 && opts.To == "" && opts.From == "" && isMigrationDir(args[0]) {
+				return migrationStepRun(cmd.Context(), f, args[0], migrate.StepTransfer)
+			}
 			switch {
 			case opts.From != "" && len(args) > 0:
 				return usagef("give either ARCHIVE or --from HOST, not both")
