@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -161,9 +162,14 @@ func canonicalPath(p string) string {
 	return p
 }
 
-var usrmergeCache = map[string]bool{}
+var (
+	usrmergeMu    sync.Mutex
+	usrmergeCache = map[string]bool{}
+)
 
 func usrmerged(d string) bool {
+	usrmergeMu.Lock()
+	defer usrmergeMu.Unlock()
 	v, ok := usrmergeCache[d]
 	if !ok {
 		t, err := os.Readlink("/" + d)

@@ -70,6 +70,11 @@ against an earlier capture. See docs/capture.md.`,
 			default:
 				return usagef("--trace must be auto, off or require, not %q", opts.Trace)
 			}
+			for _, p := range opts.Include {
+				if !strings.HasPrefix(p, "/") {
+					return usagef("--include %s: give an absolute path on the source host", p)
+				}
+			}
 			if _, err := host.ParseSpec(opts.From); err != nil {
 				return usagef("%v", err)
 			}

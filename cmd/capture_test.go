@@ -22,6 +22,7 @@ func TestCaptureFlags(t *testing.T) {
 		{[]string{"-o", "x"}, "name the service with --service NAME or --port N", nil},
 		{[]string{"--service", "nginx"}, "-o/--output FILE is required (or use --dry-run)", nil},
 		{[]string{"--port", "70000", "-o", "x"}, "--port 70000 is not a port number", nil},
+		{[]string{"--service", "nginx", "-o", "x", "--include", "srv"}, "--include srv: give an absolute path on the source host", nil},
 		{[]string{"--service", "nginx", "-o", "x", "--trace", "maybe"}, `--trace must be auto, off or require, not "maybe"`, nil},
 		{[]string{"--service", "nginx", "-o", "x", "--exclude", "*.bak", "--include", "/srv/extra", "--with-logs"}, "", func(o *CaptureOptions) bool {
 			return o.Exclude[0] == "*.bak" && o.Include[0] == "/srv/extra" && o.WithLogs
