@@ -75,6 +75,10 @@ type DrainCheck struct {
 	CachesLeft   time.Duration `json:"caches_left_ns"`
 	CachesOK     bool          `json:"caches_ok"`
 
+	// Reconnects counts follows restarted after a failure (lines written
+	// while none ran are not counted).
+	Reconnects int `json:"reconnects,omitempty"`
+
 	Drained bool `json:"drained"`
 }
 
@@ -92,6 +96,8 @@ type DrainResult struct {
 	DNS      *DNSSwitch            `json:"dns,omitempty"`
 	Then     []ThenResult          `json:"then,omitempty"`
 	Watching time.Duration         `json:"watching_ns"`
+	// Reconnects counts follows restarted after a failure.
+	Reconnects int `json:"reconnects,omitempty"`
 }
 
 // ThenResult is the outcome of one --then action.
@@ -141,6 +147,14 @@ func (q *quietTracker) add(t time.Time, n int64) {
 	}
 	q.recent = q.recent[i:]
 	if float64(q.inSpan) > q.limit && t.After(q.lastBusy) {
+		q.lastBusy = t
+	}
+}
+
+// restart starts the quiet period again at t (after a gap in following,
+// when requests may have been missed).
+func (q *quietTracker) restart(t time.Time) {
+	if t.After(q.lastBusy) {
 		q.lastBusy = t
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/migrate-tool/migrate/dnscheck"
 	"github.com/migrate-tool/migrate/internal/hint"
 	"github.com/migrate-tool/migrate/internal/host"
+	"github.com/migrate-tool/migrate/internal/tail"
 	"github.com/migrate-tool/migrate/internal/traffic"
 )
 
@@ -40,12 +41,13 @@ func Drain(ctx context.Context, m *Migration, o DrainOptions) (*DrainResult, err
 	if err != nil {
 		return nil, err
 	}
-	defer h.Close()
+	// A watch may reconnect: close whichever connection is current.
+	defer func() { h.Close() }()
 	res := &DrainResult{Started: o.Now(), Proxy: ps, DNS: sw}
 	if !o.Watch {
 		return drainOnce(ctx, h, sw, o, res)
 	}
-	if res, err = drainWatch(ctx, h, sw, o, res); err != nil {
+	if res, err = drainWatch(ctx, &h, sw, o, res); err != nil {
 		return nil, err
 	}
 	for _, t := range o.Then {
@@ -111,80 +113,200 @@ type followOut struct {
 	err error
 }
 
-func drainWatch(ctx context.Context, h host.Host, sw *DNSSwitch, o DrainOptions, res *DrainResult) (*DrainResult, error) {
-	w := traffic.NewWindow(res.Started, max(o.QuietFor, sparkMinutes*time.Minute)+2*time.Minute)
-	// Quiet time counts from the first batch: the log is followed then.
-	q := newQuietTracker(time.Time{}, o.Threshold, o.QuietFor)
-	inR, inW := io.Pipe()
+// endReader is the input stream of a follow: it carries no data and ends
+// (io.EOF) when end is closed. Until then a Read returns nothing every
+// 200 ms, so that the agent client, which reads the input stream while it
+// waits for the response, notices promptly that a call has failed.
+type endReader struct{ end chan struct{} }
+
+func (r endReader) Read(p []byte) (int, error) {
+	select {
+	case <-r.end:
+		return 0, io.EOF
+	case <-time.After(200 * time.Millisecond):
+		return 0, nil
+	}
+}
+
+// followSession is one run of MethodFollow on the old host.
+type followSession struct {
+	end     chan struct{} // closed to end the follow
+	done    chan followOut
+	batches chan FollowBatch
+	cancel  context.CancelFunc
+	started time.Time
+	last    tail.Stats // from the latest batch
+	lines   int64      // lines in the batches received
+}
+
+func startFollow(ctx context.Context, h host.Host, p FollowParams) *followSession {
 	outR, outW := io.Pipe()
-	fctx, cancelFollow := context.WithCancel(ctx)
-	defer cancelFollow()
-	done := make(chan followOut, 1)
+	fctx, cancel := context.WithCancel(ctx)
+	s := &followSession{end: make(chan struct{}), done: make(chan followOut, 1), batches: make(chan FollowBatch, 64), cancel: cancel, started: time.Now()}
 	go func() {
 		var fr FollowResult
-		err := h.CallStream(fctx, MethodFollow, FollowParams{Path: res.Proxy.AccessLog, Format: o.LogFormat}, inR, outW, &fr)
+		err := h.CallStream(fctx, MethodFollow, p, endReader{s.end}, outW, &fr)
 		outW.CloseWithError(io.EOF)
-		done <- followOut{&fr, err}
+		s.done <- followOut{&fr, err}
 	}()
-	batches := make(chan FollowBatch, 64)
-	go decodeBatches(outR, batches)
+	go decodeBatches(outR, s.batches)
+	return s
+}
 
-	all := map[string]int64{}
-	var last FollowBatch
+// Reconnect budget of a drain: a follow that fails (the SSH connection
+// dropped) is restarted on a new connection up to maxReconnects times in a
+// row, waiting 1 s, 2 s, 4 s … (at most 30 s) first; a follow that ran for
+// a minute resets the count.
+const (
+	maxReconnects   = 5
+	reconnectResets = time.Minute
+)
+
+// reconnectBase is the first wait before a reconnect (a variable for tests).
+var reconnectBase = time.Second
+
+// watcher is the state of a drain --watch.
+type watcher struct {
+	o    DrainOptions
+	res  *DrainResult
+	sw   *DNSSwitch
+	conn *host.Host
+	w    *traffic.Window
+	q    *quietTracker
+	all  map[string]int64
+	last FollowBatch
+	// Totals of the follows that failed.
+	prevLines          int64
+	prevTail           tail.Stats
+	reconnects, inARow int
+}
+
+func drainWatch(ctx context.Context, conn *host.Host, sw *DNSSwitch, o DrainOptions, res *DrainResult) (*DrainResult, error) {
+	wt := &watcher{o: o, res: res, sw: sw, conn: conn, all: map[string]int64{},
+		w: traffic.NewWindow(res.Started, max(o.QuietFor, sparkMinutes*time.Minute)+2*time.Minute),
+		// Quiet time counts from the first batch: the log is followed then.
+		q: newQuietTracker(time.Time{}, o.Threshold, o.QuietFor)}
+	params := FollowParams{Path: res.Proxy.AccessLog, Format: o.LogFormat}
+	sess := startFollow(ctx, *conn, params)
+	defer func() { sess.cancel() }()
 	tick := time.NewTicker(o.Interval)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case b, ok := <-batches:
+		case b, ok := <-sess.batches:
 			if !ok {
-				fo := <-done
-				if fo.err == nil {
-					fo.err = errors.New("the follow stopped early")
+				next, err := wt.reconnect(ctx, sess, params)
+				if err != nil {
+					return nil, err
 				}
-				return nil, fmt.Errorf("follow %s on %s: %w", res.Proxy.AccessLog, h, fo.err)
+				sess = next
+				continue
 			}
-			if q.start.IsZero() {
-				q.start = o.Now()
-			}
-			addBatch(w, q, all, o.Now(), &b)
-			last.Lines += b.Lines
-			last.Skipped += b.Skipped
-			last.Tail, last.Format = b.Tail, b.Format
+			wt.batch(sess, &b)
 		case <-tick.C:
-			now := o.Now()
-			dnsOK, pending, dnsErr := checkDNS(ctx, sw, o)
-			c := judge(now, w, q, o, dnsOK, cachesExpire(sw))
-			c.DNSPending, c.DNSError = pending, dnsErr
-			c.Lines, c.Skipped, c.Format = last.Lines, last.Skipped, last.Format
-			c.Rotations, c.Truncation = last.Tail.Rotations, last.Tail.Truncations
+			c := wt.check(ctx)
 			o.Update(&c)
 			if c.Drained {
 				res.Final = c
-				return finishWatch(inW, done, batches, w, q, all, o, res)
+				return wt.finish(sess)
 			}
 		}
 	}
 }
 
-// finishWatch ends the follow cleanly (ending its input stream) and
-// collects the last batches and the totals.
-func finishWatch(inW *io.PipeWriter, done chan followOut, batches chan FollowBatch, w *traffic.Window, q *quietTracker, all map[string]int64, o DrainOptions, res *DrainResult) (*DrainResult, error) {
-	inW.Close()
-	for b := range batches {
-		addBatch(w, q, all, o.Now(), &b)
+func (wt *watcher) batch(sess *followSession, b *FollowBatch) {
+	now := wt.o.Now()
+	if wt.q.start.IsZero() {
+		wt.q.start = now
 	}
-	fo := <-done
+	addBatch(wt.w, wt.q, wt.all, now, b)
+	wt.last.Lines += b.Lines
+	wt.last.Skipped += b.Skipped
+	wt.last.Format = b.Format
+	sess.last, sess.lines = b.Tail, sess.lines+b.Lines
+	wt.last.Tail = addStats(wt.prevTail, b.Tail)
+}
+
+func (wt *watcher) check(ctx context.Context) DrainCheck {
+	dnsOK, pending, dnsErr := checkDNS(ctx, wt.sw, wt.o)
+	c := judge(wt.o.Now(), wt.w, wt.q, wt.o, dnsOK, cachesExpire(wt.sw))
+	c.DNSPending, c.DNSError = pending, dnsErr
+	c.Lines, c.Skipped, c.Format = wt.last.Lines, wt.last.Skipped, wt.last.Format
+	c.Rotations, c.Truncation = wt.last.Tail.Rotations, wt.last.Tail.Truncations
+	c.Reconnects = wt.reconnects
+	return c
+}
+
+// reconnect replaces a follow that failed with one on a new connection,
+// within the reconnect budget. Lines written while no follow ran are not
+// counted, so the quiet period starts again.
+func (wt *watcher) reconnect(ctx context.Context, sess *followSession, p FollowParams) (*followSession, error) {
+	fo := <-sess.done
+	sess.cancel()
+	if fo.err == nil {
+		fo.err = errors.New("the follow stopped early")
+	}
+	ferr := fmt.Errorf("follow %s on %s: %w", p.Path, *wt.conn, fo.err)
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if time.Since(sess.started) >= reconnectResets {
+		wt.inARow = 0
+	}
+	if wt.inARow >= maxReconnects {
+		return nil, hint.With(fmt.Errorf("%w (after %d reconnects)", ferr, wt.inARow), "check the old host and the connection to it, then run drain again")
+	}
+	wt.prevLines += sess.lines
+	wt.prevTail = addStats(wt.prevTail, sess.last)
+	wait := min(reconnectBase<<wt.inARow, 30*time.Second)
+	wt.inARow++
+	wt.reconnects++
+	wt.o.Logger.Warn("the follow of the proxy log failed; reconnecting", "err", ferr, "in", wait)
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(wait):
+	}
+	h, err := wt.o.Open(ctx, wt.res.Proxy.Host)
+	if err != nil {
+		return nil, fmt.Errorf("%w; reconnect: %w", ferr, err)
+	}
+	(*wt.conn).Close()
+	*wt.conn = h
+	wt.q.restart(wt.o.Now())
+	return startFollow(ctx, h, p), nil
+}
+
+// finish ends the follow cleanly (ending its input stream) and collects
+// the last batches and the totals.
+func (wt *watcher) finish(sess *followSession) (*DrainResult, error) {
+	close(sess.end)
+	for b := range sess.batches {
+		wt.batch(sess, &b)
+	}
+	fo := <-sess.done
 	if fo.err != nil {
 		return nil, fmt.Errorf("end the follow: %w", fo.err)
 	}
-	res.Ended = o.Now()
+	res := wt.res
+	res.Ended = wt.o.Now()
 	res.Watching = res.Ended.Sub(res.Started)
-	res.Lines, res.Skipped, res.Tail = fo.res.Lines, fo.res.Skipped, fo.res.Tail
-	res.Final.Lines, res.Final.Skipped = fo.res.Lines, fo.res.Skipped
-	res.Clients, res.Top = len(all), topOf(all, topClients)
+	// The follows' own totals; the unparsed lines are summed from the
+	// batches, which carry every line (the last one flushed at the end).
+	res.Lines, res.Skipped = wt.prevLines+fo.res.Lines, wt.last.Skipped
+	res.Tail = addStats(wt.prevTail, fo.res.Tail)
+	res.Reconnects = wt.reconnects
+	res.Final.Lines, res.Final.Skipped = res.Lines, res.Skipped
+	res.Clients, res.Top = len(wt.all), topOf(wt.all, topClients)
 	return res, nil
+}
+
+func addStats(a, b tail.Stats) tail.Stats {
+	return tail.Stats{Lines: a.Lines + b.Lines, Bytes: a.Bytes + b.Bytes, Rotations: a.Rotations + b.Rotations,
+		Truncations: a.Truncations + b.Truncations, CaughtUp: a.CaughtUp + b.CaughtUp, Lost: a.Lost + b.Lost,
+		LongLines: a.LongLines + b.LongLines}
 }
 
 func decodeBatches(r io.Reader, out chan<- FollowBatch) {

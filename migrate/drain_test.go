@@ -4,15 +4,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/migrate-tool/migrate/dnscheck"
+	"github.com/migrate-tool/migrate/internal/hint"
 	"github.com/migrate-tool/migrate/internal/host"
 	"github.com/migrate-tool/migrate/internal/traffic"
 )
@@ -400,4 +404,75 @@ func BenchmarkAddBatch(b *testing.B) {
 		addBatch(w, q, all, now.Add(time.Duration(i)*time.Millisecond), &batch)
 	}
 	b.ReportMetric(float64(10000*b.N)/b.Elapsed().Seconds(), "requests/s")
+}
+
+// flakyHost is host "local" whose follows drop after a moment, as an SSH
+// connection can, while failures remain.
+type flakyHost struct {
+	host.Host
+	failures *atomic.Int32
+}
+
+func (f flakyHost) CallStream(ctx context.Context, method string, params any, in io.Reader, out io.Writer, result any) error {
+	if method == MethodFollow && f.failures.Add(-1) >= 0 {
+		cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		f.Host.CallStream(cctx, method, params, in, out, result)
+		return errors.New("ssh: connection lost")
+	}
+	return f.Host.CallStream(ctx, method, params, in, out, result)
+}
+
+func TestDrainReconnects(t *testing.T) {
+	defer func(d time.Duration) { reconnectBase = d }(reconnectBase)
+	reconnectBase = 10 * time.Millisecond
+	logPath := filepath.Join(t.TempDir(), "proxy.log")
+	appendLines(t, logPath, 0, 1, "10.0.0.1")
+	m, err := Open(newLocalMigration(t, logPath, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var failures atomic.Int32
+	opens := 0
+	open := func(ctx context.Context, spec string) (host.Host, error) {
+		opens++
+		h, err := openLocal(ctx, spec)
+		return flakyHost{h, &failures}, err
+	}
+	// Two drops: drain reconnects and still ends, counting what it saw.
+	failures.Store(2)
+	stop := make(chan struct{})
+	wrote := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				wrote <- n
+				return
+			case <-time.After(20 * time.Millisecond):
+				appendLines(t, logPath, n, 1, "10.0.0.8")
+				n++
+			}
+		}
+	}()
+	time.AfterFunc(time.Second, func() { close(stop) })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := Drain(ctx, m, DrainOptions{QuietFor: time.Second, Interval: 50 * time.Millisecond, Watch: true, Open: open})
+	n := <-wrote
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Reconnects != 2 || opens != 3 || !res.Final.Drained || res.Lines <= 0 || res.Lines > int64(n) {
+		t.Fatalf("err %v, reconnects %d, opens %d, lines %d of %d: %+v", err, res.Reconnects, opens, res.Lines, n, res)
+	}
+	// More drops in a row than the budget: drain gives up with a hint.
+	failures.Store(100)
+	opens = 0
+	_, err = Drain(ctx, m, DrainOptions{QuietFor: time.Hour, Interval: 50 * time.Millisecond, Watch: true, Open: open})
+	if err == nil || !strings.Contains(err.Error(), "connection lost (after 5 reconnects)") || hint.Of(err) == "" || opens != 6 {
+		t.Fatalf("after the budget: %v (opens %d)", err, opens)
+	}
 }
