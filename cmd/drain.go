@@ -220,6 +220,9 @@ func drainLine(c *migrate.DrainCheck) string {
 		s += " (" + topText(c.Top) + ")"
 	}
 	s += fmt.Sprintf("  quiet %s/%s  %s  caches %s", c.QuietFor.Round(time.Second), c.QuietNeed, dns, cachesText(c))
+	if c.Reconnects > 0 {
+		s += fmt.Sprintf("  reconnects %d", c.Reconnects)
+	}
 	if c.Drained {
 		s += "  DRAINED"
 	}
@@ -271,6 +274,7 @@ type drainSummary struct {
 	Truncations int64                 `json:"truncations"`
 	CaughtUp    int64                 `json:"caught_up"`
 	Lost        int64                 `json:"lost"`
+	Reconnects  int                   `json:"reconnects"`
 	Clients     int                   `json:"clients"`
 	Top         []traffic.ClientCount `json:"top,omitempty"`
 	Proxy       string                `json:"proxy"`
@@ -281,7 +285,7 @@ type drainSummary struct {
 func printDrainSummary(f *Factory, res *migrate.DrainResult) error {
 	s := drainSummary{Drained: res.Final.Drained, Started: res.Started, Ended: res.Ended, WatchedSecs: res.Watching.Seconds(),
 		Lines: res.Lines, Skipped: res.Skipped, Rotations: res.Tail.Rotations, Truncations: res.Tail.Truncations,
-		CaughtUp: res.Tail.CaughtUp, Lost: res.Tail.Lost, Clients: res.Clients, Top: res.Top,
+		CaughtUp: res.Tail.CaughtUp, Lost: res.Tail.Lost, Reconnects: res.Reconnects, Clients: res.Clients, Top: res.Top,
 		Proxy: res.Proxy.Host, AccessLog: res.Proxy.AccessLog, Then: res.Then}
 	if f.JSON {
 		return f.printJSON("summary", s)
@@ -294,6 +298,9 @@ func printDrainSummary(f *Factory, res *migrate.DrainResult) error {
 	fmt.Fprintf(&b, "  requests    %d log lines through %s:%s (%d unparsed)\n", s.Lines, s.Proxy, s.AccessLog, s.Skipped)
 	fmt.Fprintf(&b, "  rotations   %d by rename, %d by copytruncate (%d lines caught up from the copy, %d lost)\n",
 		s.Rotations, s.Truncations, s.CaughtUp, s.Lost)
+	if s.Reconnects > 0 {
+		fmt.Fprintf(&b, "  reconnects  %d (lines written while reconnecting are not counted)\n", s.Reconnects)
+	}
 	fmt.Fprintf(&b, "  clients     %d distinct", s.Clients)
 	if len(s.Top) > 0 {
 		fmt.Fprintf(&b, "; busiest: %s", topText(s.Top))
