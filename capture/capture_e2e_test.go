@@ -316,6 +316,20 @@ func TestCaptureNginxE2E(t *testing.T) {
 		t.Fatalf("rebuilt nginx served %q", body)
 	}
 
+	// --dry-run --with-logs: the logs are listed (with their reason), nothing is written.
+	dry := filepath.Join(t.TempDir(), "dry.tar.zst")
+	stdout, stderr, code := bed.Migrate(t, "--json", "capture", "--from", old.SSHSpec(), "--service", "nginx",
+		"--with-logs", "--trace", "off", "--dry-run", "-o", dry)
+	if code != 0 {
+		t.Fatalf("dry run: %d %s", code, stderr)
+	}
+	if !strings.Contains(stdout, `"path":"/var/log/nginx/access.log","reasons":["log"]`) {
+		t.Errorf("dry run with logs does not list access.log as a log:\n%.2000s", stdout)
+	}
+	if _, err := os.Stat(dry); err == nil {
+		t.Error("dry run wrote the archive")
+	}
+
 	// --since: change one docroot file, delete another.
 	old.WriteFile(t, "/srv/www/index.html", []byte("v2 changed\n"), 0o644)
 	if err := os.Remove(old.Path("/srv/www/gone.html")); err != nil {
