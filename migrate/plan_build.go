@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -56,6 +57,10 @@ func MakePlan(ctx context.Context, o PlanOptions) (*Plan, error) {
 		Domains: o.Domains, DNSServers: o.DNSServers, TSIGKeyFile: o.TSIGKeyFile, AccessLog: o.AccessLog}
 	p.Hosts.Old.Spec, p.Hosts.New.Spec = o.From, o.To
 	p.OldAddr, p.NewAddr = specAddr(o.From), specAddr(o.To)
+	if p.NewAddr == "" {
+		// The DNS switch needs the new host's address, not its name.
+		p.NewAddr = resolveSpec(ctx, o.To)
+	}
 
 	o.Progress("connecting to " + o.From + " and " + o.To)
 	oldH, newH, err := openBoth(ctx, o)
@@ -309,6 +314,26 @@ func specAddr(spec string) string {
 		return h
 	}
 	return ""
+}
+
+// resolveSpec resolves the host name of a spec with the system resolver:
+// its first IPv4 address, else its first address ("" for local or when
+// the name does not resolve).
+func resolveSpec(ctx context.Context, spec string) string {
+	h := hostOnly(spec)
+	if spec == "local" || h == "" {
+		return ""
+	}
+	addrs, err := net.DefaultResolver.LookupHost(ctx, h)
+	if err != nil || len(addrs) == 0 {
+		return ""
+	}
+	for _, a := range addrs {
+		if ip, err := netip.ParseAddr(a); err == nil && ip.Is4() {
+			return a
+		}
+	}
+	return addrs[0]
 }
 
 // dnsAddr is the first A record of the first domain.

@@ -301,3 +301,14 @@ func TestSuggestCutover(t *testing.T) {
 		t.Fatalf("without traffic: %s", got)
 	}
 }
+
+func TestSpecAddr(t *testing.T) {
+	for spec, want := range map[string]string{"ssh://root@10.0.0.2:22": "10.0.0.2", "root@[fd00::1]:2222": "fd00::1", "root@192.0.2.7": "192.0.2.7", "local": "", "root@web": ""} {
+		if got := specAddr(spec); got != want {
+			t.Errorf("specAddr(%q) = %q, want %q", spec, got, want)
+		}
+	}
+	if got := resolveSpec(context.Background(), "root@localhost:22"); got != "127.0.0.1" {
+		t.Errorf("resolveSpec(localhost) = %q", got)
+	}
+}
