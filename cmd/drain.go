@@ -32,6 +32,7 @@ type DrainOptions struct {
 	QuietFor  time.Duration
 	Interval  time.Duration
 	LogFormat string
+	AccessLog string
 	Resolvers []string
 	Then      []string
 }
@@ -87,6 +88,7 @@ drained, 3 if not yet.`,
 	fl.DurationVar(&opts.QuietFor, "quiet-for", migrate.DefaultQuietFor, "how long traffic must stay under the threshold")
 	fl.DurationVar(&opts.Interval, "interval", migrate.DefaultDrainInterval, "time between checks")
 	fl.StringVar(&opts.LogFormat, "log-format", "", "the proxy log's format (default: as recorded by the takeover, else detected): "+formatNames())
+	fl.StringVar(&opts.AccessLog, "access-log", "", "follow this log on the old host instead of the proxy's (e.g. a Pound's; the format is detected)")
 	fl.StringArrayVar(&opts.Resolvers, "resolver", nil, "caching resolver ADDR[:PORT] to watch too (repeatable)")
 	fl.StringArrayVar(&opts.Then, "then", nil, "action once drained: stop-proxy (repeatable)")
 	return cmd
@@ -126,7 +128,7 @@ func drainRun(ctx context.Context, opts *DrainOptions) error {
 	view := newDrainView(f, opts)
 	res, err := migrate.Drain(ctx, m, migrate.DrainOptions{
 		Threshold: opts.Threshold, QuietFor: opts.QuietFor, Interval: opts.Interval,
-		LogFormat: opts.LogFormat, Resolvers: opts.Resolvers, Watch: opts.Watch, Then: opts.Then,
+		LogFormat: opts.LogFormat, AccessLog: opts.AccessLog, Resolvers: opts.Resolvers, Watch: opts.Watch, Then: opts.Then,
 		Open: f.OpenHost, Update: view.update, Logger: f.Logger,
 	})
 	if err != nil {

@@ -33,6 +33,7 @@ type DrainOptions struct {
 	QuietFor  time.Duration // how long traffic must stay quiet
 	Interval  time.Duration // between checks
 	LogFormat string        // overrides the proxy's log format; "" = as journalled, else detect
+	AccessLog string        // overrides the proxy's access log (a path on the old host)
 	Resolvers []string      // caching resolvers to watch too
 	Watch     bool          // follow until drained; otherwise check once
 	// Then are the actions run on the old host once drained ("stop-proxy").
@@ -229,10 +230,7 @@ func DrainInputs(m *Migration) (ProxyState, *DNSSwitch, error) {
 	if ps.Host == "" {
 		ps.Host = m.Plan.From
 	}
-	if ps.AccessLog == "" {
-		return ps, nil, hint.With(fmt.Errorf("%s: the takeover recorded no proxy access log", m.Dir),
-			"the proxy must log requests to follow them; see docs/drain.md")
-	}
+
 	var sw DNSSwitch
 	if m.Journal.Done(StepDNS, &sw) {
 		if sw.CachesExpire.IsZero() {

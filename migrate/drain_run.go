@@ -34,8 +34,16 @@ func Drain(ctx context.Context, m *Migration, o DrainOptions) (*DrainResult, err
 	if err != nil {
 		return nil, err
 	}
-	if o.LogFormat == "" {
+	if o.AccessLog != "" {
+		// Another log to watch (e.g. the old service's own, or a Pound's):
+		// the journalled format does not apply to it.
+		ps.AccessLog = o.AccessLog
+	} else if o.LogFormat == "" {
 		o.LogFormat = ps.LogFormat
+	}
+	if ps.AccessLog == "" {
+		return nil, hint.With(fmt.Errorf("%s: the takeover recorded no proxy access log", m.Dir),
+			"name the log to follow on the old host with --access-log PATH")
 	}
 	h, err := o.Open(ctx, ps.Host)
 	if err != nil {

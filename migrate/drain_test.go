@@ -309,6 +309,13 @@ func TestDrainOnceLocal(t *testing.T) {
 	if err != nil || !res.Final.Drained {
 		t.Fatalf("under the threshold: err %v res %+v", err, res)
 	}
+	// --access-log: another, silent, log instead of the proxy's.
+	other := filepath.Join(t.TempDir(), "pound.log")
+	os.WriteFile(other, nil, 0o644)
+	res, err = Drain(ctx, m, DrainOptions{Threshold: 0, QuietFor: time.Minute, Open: openLocal, AccessLog: other})
+	if err != nil || !res.Final.Drained || res.Proxy.AccessLog != other {
+		t.Fatalf("other log: err %v res %+v", err, res)
+	}
 }
 
 func TestDrainInputs(t *testing.T) {
