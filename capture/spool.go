@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/migrate-tool/migrate/internal/hint"
@@ -52,7 +54,8 @@ func stampOf(fi os.FileInfo) fileStamp {
 }
 
 func newSpool() (*spool, error) {
-	dir, err := os.MkdirTemp("", "migrate-capture-")
+	sweepSpools()
+	dir, err := os.MkdirTemp("", fmt.Sprintf("migrate-capture-%d-", os.Getpid()))
 	if err != nil {
 		return nil, spoolError(err)
 	}
@@ -64,6 +67,21 @@ func newSpool() (*spool, error) {
 		}
 	}
 	return s, nil
+}
+
+// sweepSpools removes the spools of capture processes that no longer run
+// (killed mid-capture, so their deferred cleanup never ran).
+func sweepSpools() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "migrate-capture-*"))
+	for _, d := range dirs {
+		var pid int
+		if _, err := fmt.Sscanf(filepath.Base(d), "migrate-capture-%d-", &pid); err != nil || pid <= 0 {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.RemoveAll(d)
+		}
+	}
 }
 
 func spoolError(err error) error {
