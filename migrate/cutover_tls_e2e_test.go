@@ -15,6 +15,7 @@ import (
 	"io"
 	"math/big"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -43,10 +44,16 @@ func selfSigned(t *testing.T, name string) (certPEM, keyPEM []byte, cert *x509.C
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), cert
 }
 
-// TestCutoverHTTPSPassthrough moves nginx serving HTTP and HTTPS: both
-// ports are held, HTTPS passes through untouched (clients keep seeing
-// the site's own certificate, now served by new), and no request fails.
-func TestCutoverHTTPSPassthrough(t *testing.T) {
+// TestCutoverHTTPS moves nginx serving HTTP and HTTPS: both ports are
+// held and no request fails. By default HTTPS passes through untouched
+// (clients keep seeing the site's own certificate, now served by new);
+// with --tls-cert the old host terminates TLS with the certificate given.
+func TestCutoverHTTPS(t *testing.T) {
+	t.Run("passthrough", func(t *testing.T) { testCutoverHTTPS(t, false) })
+	t.Run("terminate", func(t *testing.T) { testCutoverHTTPS(t, true) })
+}
+
+func testCutoverHTTPS(t *testing.T, terminate bool) {
 	bed := testbed.New(t, testbed.Options{PrivateDirs: []string{"/var/www"}, CopyDirs: []string{"/etc/nginx"}})
 	old := bed.Old
 	certPEM, keyPEM, cert := selfSigned(t, "www.example.test")
@@ -76,6 +83,18 @@ func TestCutoverHTTPSPassthrough(t *testing.T) {
 
 	pool := x509.NewCertPool()
 	pool.AddCert(cert)
+	args := []string{"cutover", dir, "--json"}
+	want, mode := cert, "tcp"
+	if terminate {
+		// The proxy's certificate for the move: another one for the same
+		// name, which clients trust too.
+		c2, k2, x2 := selfSigned(t, "www.example.test")
+		file := filepath.Join(t.TempDir(), "move.pem")
+		os.WriteFile(file, append(k2, c2...), 0o600)
+		args = append(args, "--tls-cert", file)
+		pool.AddCert(x2)
+		want, mode = x2, "https"
+	}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "www.example.test"}, MaxIdleConnsPerHost: 2}}
 	var ok, failed atomic.Int64
@@ -110,7 +129,7 @@ func TestCutoverHTTPSPassthrough(t *testing.T) {
 		}
 	}()
 	time.Sleep(time.Second)
-	out, errOut, code := bed.Migrate(t, "cutover", dir, "--json")
+	out, errOut, code := bed.Migrate(t, args...)
 	time.Sleep(time.Second)
 	cancel()
 	<-done
@@ -121,17 +140,17 @@ func TestCutoverHTTPSPassthrough(t *testing.T) {
 	if failed.Load() != 0 || ok.Load() < 100 {
 		t.Fatalf("%d ok, %d failed: %v", ok.Load(), failed.Load(), lastErr.Load())
 	}
-	if !strings.Contains(out, `:443 (tcp)`) || !strings.Contains(out, `:80 (http)`) {
-		t.Fatalf("the summary does not show port 443 passed through and 80 proxied:\n%s", out)
+	if !strings.Contains(out, `:443 (`+mode+`)`) || !strings.Contains(out, `:80 (http)`) {
+		t.Fatalf("the summary does not show port 443 as %s and 80 proxied:\n%s", mode, out)
 	}
-	// Through the old address, the TLS session is new's nginx with the
-	// migrated certificate: passthrough, not a proxy's own.
+	// Through the old address: new's nginx with the migrated certificate
+	// (passthrough), or the proxy with the one given (terminate).
 	conn, err := tls.Dial("tcp", old.Addr+":443", &tls.Config{RootCAs: pool, ServerName: "www.example.test"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	if !conn.ConnectionState().PeerCertificates[0].Equal(cert) {
-		t.Fatal("the old address does not present the site's certificate")
+	if !conn.ConnectionState().PeerCertificates[0].Equal(want) {
+		t.Fatalf("the old address presents %s, not the expected certificate", conn.ConnectionState().PeerCertificates[0].SerialNumber)
 	}
 }
