@@ -168,27 +168,14 @@ func printCutover(f *Factory, m *migrate.Migration, r *migrate.CutoverResult) {
 		return
 	}
 	fmt.Fprintf(w, "%s moved from %s to %s\n", m.Plan.Name, m.Plan.From, m.Plan.To)
-	fmt.Fprintf(w, "  transfer:   %s sent of %s (%s saved)\n", bytesText(r.Transfer.Stats.BytesSent), bytesText(r.Transfer.Stats.BytesArchive), bytesText(r.Transfer.Stats.BytesSaved))
-	fmt.Fprintf(w, "  final sync: %d files, %s sent\n", r.FinalSync.Stats.FilesSent, bytesText(r.FinalSync.Stats.BytesSent))
+	fmt.Fprintf(w, "  transfer:   %s sent of %s (%s saved)\n", migrate.Bytes(r.Transfer.Stats.BytesSent), migrate.Bytes(r.Transfer.Stats.BytesArchive), migrate.Bytes(r.Transfer.Stats.BytesSaved))
+	fmt.Fprintf(w, "  final sync: %d files, %s sent\n", r.FinalSync.Stats.FilesSent, migrate.Bytes(r.FinalSync.Stats.BytesSent))
 	fmt.Fprintf(w, "  hold:       connections to %s waited at most %s\n", r.Proxy.Listen, r.HoldTime.Round(time.Millisecond))
 	fmt.Fprintf(w, "  proxy:      %s forwards to %s (pid %d, log %s)\n", r.Proxy.Listen, r.Proxy.Backend, r.Proxy.PID, r.Proxy.AccessLog)
 	if r.DNS != nil {
 		fmt.Fprintf(w, "  dns:        %v → %s; caches may hold the old answer until %s\n", r.DNS.Names, r.DNS.NewAddr, r.DNS.CachesExpire.Format(time.RFC3339))
 	}
 	fmt.Fprintf(w, "next: migrate drain %s --watch\n", m.Dir)
-}
-
-func bytesText(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for v := n / unit; v >= unit; v /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // RollbackOptions are the arguments of `migrate rollback`.
@@ -269,10 +256,10 @@ func migrationStepRun(ctx context.Context, f *Factory, dir, step string) error {
 	}
 	switch r := res.(type) {
 	case migrate.CaptureResult:
-		fmt.Fprintf(f.IO.Out, "captured %s: %d files, %s, in %s\n", m.Plan.Service, r.Summary.Files, bytesText(r.Summary.Bytes), m.Path(r.Archive))
+		fmt.Fprintf(f.IO.Out, "captured %s: %d files, %s, in %s\n", m.Plan.Service, r.Summary.Files, migrate.Bytes(r.Summary.Bytes), m.Path(r.Archive))
 	case migrate.TransferResult:
 		st := r.Stats
-		fmt.Fprintf(f.IO.Out, "shipped to %s: %s sent of %s (%s saved), root %s\n", m.Plan.To, bytesText(st.BytesSent), bytesText(st.BytesArchive), bytesText(st.BytesSaved), st.Root)
+		fmt.Fprintf(f.IO.Out, "shipped to %s: %s sent of %s (%s saved), root %s\n", m.Plan.To, migrate.Bytes(st.BytesSent), migrate.Bytes(st.BytesArchive), migrate.Bytes(st.BytesSaved), st.Root)
 	}
 	fmt.Fprintf(f.IO.Out, "next: migrate cutover %s\n", dir)
 	return nil

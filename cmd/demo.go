@@ -83,9 +83,9 @@ func printDemo(f *Factory, s *migrate.DemoSummary) {
 	fmt.Fprintf(w, "requests failed\t%d\n", s.RequestsFailed)
 	fmt.Fprintf(w, "latency p50 / p99 / max\t%s / %s / %s\n", s.P50.Round(time.Microsecond), s.P99.Round(time.Microsecond), s.MaxLatency.Round(time.Millisecond))
 	fmt.Fprintf(w, "clients held during the switch\t%s\n", s.HoldTime.Round(time.Millisecond))
-	fmt.Fprintf(w, "bytes in the archive\t%s\n", bytesText(s.BytesArchive))
-	fmt.Fprintf(w, "bytes sent\t%s (saved %s: the new host already had them)\n", bytesText(s.BytesSent), bytesText(s.BytesSaved))
-	fmt.Fprintf(w, "final sync sent\t%s\n", bytesText(s.FinalSyncBytes))
+	fmt.Fprintf(w, "bytes in the archive\t%s\n", migrate.Bytes(s.BytesArchive))
+	fmt.Fprintf(w, "bytes sent\t%s (saved %s: the new host already had them)\n", migrate.Bytes(s.BytesSent), migrate.Bytes(s.BytesSaved))
+	fmt.Fprintf(w, "final sync sent\t%s\n", migrate.Bytes(s.FinalSyncBytes))
 	if s.QuietHour >= 0 {
 		fmt.Fprintf(w, "quietest hour (from the access log)\t%02d:00\n", s.QuietHour)
 	}

@@ -150,7 +150,7 @@ func transferRun(ctx context.Context, opts *TransferOptions) error {
 	fmt.Fprintf(f.IO.Out, "%s %s to %s:%s\n", what, st.Name, opts.To, st.Root)
 	fmt.Fprintf(f.IO.Out, "files %d, sent %d (%d resent)\n", st.Files, st.FilesSent, len(st.Resent))
 	fmt.Fprintf(f.IO.Out, "archive %s, sent %s, saved %s (%.0f%%; %s already in the root, %s reused from the target)\n",
-		human(st.BytesArchive), human(st.BytesSent), human(st.BytesSaved), saved, human(st.BytesPresent), human(st.BytesReused))
+		migrate.Bytes(st.BytesArchive), migrate.Bytes(st.BytesSent), migrate.Bytes(st.BytesSaved), saved, migrate.Bytes(st.BytesPresent), migrate.Bytes(st.BytesReused))
 	fmt.Fprintf(f.IO.Out, "took %s\n", st.Duration.Round(time.Millisecond))
 	return nil
 }
@@ -215,18 +215,4 @@ func (p *transferProgress) finish() {
 	if p.bar != nil {
 		_ = p.bar.Finish()
 	}
-}
-
-// human formats a byte count.
-func human(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
