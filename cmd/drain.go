@@ -212,6 +212,8 @@ func topText(top []traffic.ClientCount) string {
 func drainLine(c *migrate.DrainCheck) string {
 	dns := "dns new"
 	switch {
+	case !c.DNSWatched:
+		dns = "dns n/a"
 	case c.DNSError != "":
 		dns = "dns error: " + c.DNSError
 	case !c.DNSOK:
@@ -253,6 +255,8 @@ func drainBlock(c *migrate.DrainCheck) string {
 	}
 	b.WriteString("\n")
 	switch {
+	case !c.DNSWatched:
+		b.WriteString("  dns      n/a (the migration switched no name)\n")
 	case c.DNSError != "":
 		fmt.Fprintf(&b, "  dns      error: %s  [no]\n", c.DNSError)
 	case c.DNSOK:

@@ -17,7 +17,7 @@ import (
 
 func TestDrainRendering(t *testing.T) {
 	at := time.Date(2026, 11, 22, 1, 12, 5, 0, time.UTC)
-	c := &migrate.DrainCheck{Time: at, Following: true, ReqPerMin: 42, PerMinute: []int64{0, 1, 5, 42}, Sparkline: traffic.Sparkline([]int64{0, 1, 5, 42}),
+	c := &migrate.DrainCheck{Time: at, Following: true, DNSWatched: true, ReqPerMin: 42, PerMinute: []int64{0, 1, 5, 42}, Sparkline: traffic.Sparkline([]int64{0, 1, 5, 42}),
 		Clients: 2, Top: []traffic.ClientCount{{Client: "203.0.113.9", Requests: 30}, {Client: "198.51.100.7", Requests: 12}},
 		QuietFor: 0, QuietNeed: 10 * time.Minute, DNSPending: []string{"127.0.0.2:15354"},
 		CachesExpire: at.Add(150 * time.Second), CachesLeft: 150 * time.Second, Lines: 1734, Rotations: 1}

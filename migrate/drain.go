@@ -67,7 +67,8 @@ type DrainCheck struct {
 	Format     string                `json:"format,omitempty"`
 	Rotations  int64                 `json:"rotations"`
 	Truncation int64                 `json:"truncations"`
-	// DNS.
+	// DNS. DNSWatched is false when the migration switched no name.
+	DNSWatched bool     `json:"dns_watched"`
 	DNSPending []string `json:"dns_pending,omitempty"`
 	DNSError   string   `json:"dns_error,omitempty"`
 	DNSOK      bool     `json:"dns_ok"`

@@ -91,7 +91,7 @@ func drainOnce(ctx context.Context, h host.Host, sw *DNSSwitch, o DrainOptions, 
 	}
 	dnsOK, pending, dnsErr := checkDNS(ctx, sw, o)
 	c := judge(now, w, q, o, dnsOK, cachesExpire(sw))
-	c.DNSPending, c.DNSError, c.Lines, c.Format = pending, dnsErr, rr.Lines, rr.Format
+	c.DNSPending, c.DNSError, c.Lines, c.Format, c.DNSWatched = pending, dnsErr, rr.Lines, rr.Format, dnsWatched(sw)
 	res.Clients, res.Top = len(rr.Clients), topOf(rr.Clients, topClients)
 	c.Clients, c.Top = res.Clients, res.Top
 	res.Final, res.Ended, res.Lines = c, now, rr.Lines
@@ -240,7 +240,7 @@ func (wt *watcher) batch(sess *followSession, b *FollowBatch) {
 func (wt *watcher) check(ctx context.Context) DrainCheck {
 	dnsOK, pending, dnsErr := checkDNS(ctx, wt.sw, wt.o)
 	c := judge(wt.o.Now(), wt.w, wt.q, wt.o, dnsOK, cachesExpire(wt.sw))
-	c.DNSPending, c.DNSError = pending, dnsErr
+	c.DNSPending, c.DNSError, c.DNSWatched = pending, dnsErr, dnsWatched(wt.sw)
 	c.Lines, c.Skipped, c.Format = wt.last.Lines, wt.last.Skipped, wt.last.Format
 	c.Rotations, c.Truncation = wt.last.Tail.Rotations, wt.last.Tail.Truncations
 	c.Reconnects = wt.reconnects
@@ -382,6 +382,8 @@ func cachesExpire(sw *DNSSwitch) time.Time {
 	}
 	return t
 }
+
+func dnsWatched(sw *DNSSwitch) bool { return sw != nil && len(sw.Names) > 0 }
 
 // checkDNS asks every authoritative server and resolver whether it serves
 // the new address for every switched name.
