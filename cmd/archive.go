@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/migrate-tool/migrate/migrate"
 
 	"github.com/spf13/cobra"
 
@@ -73,7 +74,7 @@ func archiveRun(ctx context.Context, opts *ArchiveOptions) error {
 			"entries": sum.Entries, "files": sum.Files, "bytes": sum.Bytes})
 	}
 	fmt.Fprintf(f.IO.Out, "ok %s: %s %s from %s, %d entries, %d files, %s verified\n",
-		opts.File, m.Kind, m.Service, m.Host, sum.Entries, sum.Files, humanBytes(sum.Bytes))
+		opts.File, m.Kind, m.Service, m.Host, sum.Entries, sum.Files, migrate.Bytes(sum.Bytes))
 	return nil
 }
 

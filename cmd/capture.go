@@ -13,6 +13,7 @@ import (
 	"github.com/migrate-tool/migrate/capture"
 	"github.com/migrate-tool/migrate/internal/hint"
 	"github.com/migrate-tool/migrate/internal/host"
+	"github.com/migrate-tool/migrate/migrate"
 )
 
 func init() {
@@ -38,7 +39,7 @@ type CaptureOptions struct {
 func NewCmdCapture(f *Factory, runF func(*CaptureOptions) error) *cobra.Command {
 	opts := &CaptureOptions{F: f}
 	cmd := &cobra.Command{
-		Use:   "capture --from HOST --service NAME -o FILE",
+		Use:   "capture --from HOST --service NAME -o FILE | capture DIR",
 		Short: "Capture a running service (packages, changed config, libraries, traced start-up, data) into one archive",
 		Long: `Capture one running service on HOST into a zstd-compressed tar archive with a
 versioned manifest (docs/archive-format.md), from which it can be rebuilt in a
@@ -54,8 +55,14 @@ against an earlier capture. See docs/capture.md.`,
   migrate capture --from ssh://root@10.231.0.1 --port 53 -o dns.tar.zst
   migrate capture --from web1 --service nginx --since nginx.tar.zst -o nginx-delta.tar.zst
   migrate capture --from local --service postfix --dry-run`,
-		Args: cobra.NoArgs,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				if !isMigrationDir(args[0]) {
+					return usagef("%s is not a migration directory (see migrate plan); to capture into a file use --from HOST --service NAME -o FILE", args[0])
+				}
+				return migrationStepRun(cmd.Context(), f, args[0], migrate.StepCapture)
+			}
 			if opts.Service == "" && opts.Port == 0 {
 				return usagef("name the service with --service NAME or --port N")
 			}
@@ -153,7 +160,7 @@ func captureRun(ctx context.Context, opts *CaptureOptions) error {
 		}{res, opts.Output})
 	}
 	fmt.Fprintf(f.IO.Out, "captured %s (%s) from %s: %d entries, %d files, %s, %d packages -> %s\n",
-		res.Service, res.Kind, opts.From, res.Entries, res.Files, humanBytes(res.Bytes), res.Packages, opts.Output)
+		res.Service, res.Kind, opts.From, res.Entries, res.Files, migrate.Bytes(res.Bytes), res.Packages, opts.Output)
 	return nil
 }
 
@@ -162,18 +169,6 @@ func traceMode(s string) string {
 		return capture.TraceAuto
 	}
 	return s
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }
 
 // printEntries prints a manifest's entries as a table: type, mode, owner,
