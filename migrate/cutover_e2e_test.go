@@ -377,3 +377,43 @@ func TestCutoverInterruptedContinues(t *testing.T) {
 		t.Fatalf("old address after cutover: %q %v", got, err)
 	}
 }
+
+// TestCutoverStepByStep runs the steps one command at a time, as an admin
+// would over days: capture DIR, transfer DIR, status, then cutover, which
+// takes up where they left off.
+func TestCutoverStepByStep(t *testing.T) {
+	w := newWebBed(t)
+	dir := w.plan(t, "web", nil)
+	if out, errOut, code := w.Migrate(t, "capture", dir); code != 0 || !strings.Contains(out, "captured nginx") {
+		t.Fatalf("capture DIR: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if out, errOut, code := w.Migrate(t, "transfer", dir); code != 0 || !strings.Contains(out, "shipped to") {
+		t.Fatalf("transfer DIR: exit %d\n%s\n%s", code, out, errOut)
+	}
+	// A second transfer finds the step done and sends nothing.
+	if _, errOut, code := w.Migrate(t, "transfer", dir); code != 0 || !strings.Contains(errOut, "transfer     skipped") {
+		t.Fatalf("second transfer DIR: exit %d\n%s", code, errOut)
+	}
+	out, errOut, code := w.Migrate(t, "--json", "status", dir)
+	if code != 0 {
+		t.Fatalf("status: exit %d\n%s", code, errOut)
+	}
+	for _, step := range []string{"capture", "transfer"} {
+		if !strings.Contains(out, `"step":"`+step+`"`) {
+			t.Fatalf("status does not list %s as a step:\n%s", step, out)
+		}
+	}
+	out, errOut, code = w.Migrate(t, "cutover", dir)
+	if code != 0 {
+		t.Fatalf("cutover: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if !strings.Contains(errOut, "capture      skipped") || !strings.Contains(errOut, "transfer     skipped") {
+		t.Fatalf("cutover did the capture or transfer again:\n%s", errOut)
+	}
+	if got, err := get("http://" + w.New.Addr + "/index.html"); err != nil || string(got) != string(w.files["index.html"]) {
+		t.Fatalf("new host after cutover: %q %v", got, err)
+	}
+	if _, errOut, code := w.Migrate(t, "capture", t.TempDir()); code != 2 || !strings.Contains(errOut, "not a migration directory") {
+		t.Fatalf("capture of a directory without a plan: exit %d\n%s", code, errOut)
+	}
+}
