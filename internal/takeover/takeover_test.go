@@ -60,7 +60,10 @@ func startHelper(t *testing.T) (*exec.Cmd, int) {
 
 func TestTakeOverWithoutRefusing(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("pidfd_getfd on another process needs root") // CI runs as root
+		if os.Getenv("MIGRATE_E2E_REQUIRE") == "1" {
+			t.Fatal("pidfd_getfd on another process needs root")
+		}
+		t.Skip("pidfd_getfd on another process needs root")
 	}
 	cmd, port := startHelper(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
