@@ -86,9 +86,16 @@ func TestHoldReleaseRollback(t *testing.T) {
 		t.Fatal(err)
 	}
 	ln.Close() // only the dup in f keeps the socket, as after a takeover
+	// Hold owns the fds it is given (as the daemon owns its fds 3…): give
+	// it a duplicate of its own, never one that this test closes too.
+	fd, err := syscall.Dup(int(f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
 	// Hold takes the socket from an fd number: make f's fd the one it uses.
 	dir := t.TempDir()
-	opts := HoldOptions{Ports: []HoldPort{{Port: 1, TCPFDs: []int{int(f.Fd())}, Listen: addr, Backend: "unused", Mode: ModeTCP}}, ControlSocket: filepath.Join(dir, "ctl.sock"), HoldTimeout: time.Minute}
+	opts := HoldOptions{Ports: []HoldPort{{Port: 1, TCPFDs: []int{fd}, Listen: addr, Backend: "unused", Mode: ModeTCP}}, ControlSocket: filepath.Join(dir, "ctl.sock"), HoldTimeout: time.Minute}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
@@ -122,7 +129,6 @@ func TestHoldReleaseRollback(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Hold after rollback: %v", err)
 	}
-	f.Close()
 	if s := <-ask(t, addr); s != "old" {
 		t.Fatalf("after rollback: %q", s)
 	}

@@ -262,3 +262,34 @@ func FuzzServe(f *testing.F) {
 		}
 	})
 }
+
+// An input that never ends (an idle pipe) does not hold up a call whose
+// handler has answered, and the session stays usable.
+func TestIdleInputDoesNotHoldTheCall(t *testing.T) {
+	ctx := withTimeout(t)
+	c := Pipe(ctx, testHandlers(), nil)
+	defer c.Close()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	done := make(chan error, 1)
+	go func() {
+		var s string
+		done <- c.CallStream(ctx, "test.ignore-input", nil, pr, nil, &s)
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the call waited for its idle input")
+	}
+	if err := c.Call(ctx, "test.echo", map[string]string{"Say": "next"}, nil); err != nil {
+		t.Fatalf("next call: %v", err)
+	}
+	// Input that arrives later is not sent into the next call.
+	pw.Write([]byte("late"))
+	if err := c.Call(ctx, "test.echo", nil, nil); err != nil {
+		t.Fatalf("call after late input: %v", err)
+	}
+}

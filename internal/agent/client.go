@@ -127,13 +127,22 @@ func (c *Client) CallStream(ctx context.Context, method string, params any, in i
 	if err := c.fw.writeJSON(frameRequest, req); err != nil {
 		return fmt.Errorf("%s: send request: %w", method, err)
 	}
-	stopIn := make(chan struct{})
+	st := &stream{}
 	inDone := make(chan error, 1)
-	go func() { inDone <- c.sendStream(in, stopIn) }()
+	go func() { inDone <- c.sendStream(in, st) }()
 
 	resp, readErr := c.readResponse(out)
-	close(stopIn)
-	inErr := <-inDone
+	// The call is over: end the caller's stream now, whatever the sending
+	// goroutine is doing (it may be blocked reading an idle input, which
+	// must not hold the call up). It sends nothing more afterwards.
+	var inErr error
+	select {
+	case inErr = <-inDone:
+	default:
+		if err := st.end(c.fw); err != nil && readErr == nil {
+			readErr = err
+		}
+	}
 	if readErr != nil {
 		return fmt.Errorf("%s: %w", method, readErr)
 	}
@@ -158,23 +167,49 @@ func (c *Client) CallStream(ctx context.Context, method string, params any, in i
 	return nil
 }
 
-// sendStream sends in as data frames and then the end frame. It stops early
-// (still sending the end frame) once stop is closed.
-func (c *Client) sendStream(in io.Reader, stop <-chan struct{}) error {
+// stream is the caller's side of one call's byte stream. Once ended, no
+// more data frames are written for it.
+type stream struct {
+	mu    sync.Mutex
+	ended bool
+}
+
+// write sends one data frame unless the stream has ended.
+func (s *stream) write(fw *frameWriter, b []byte) (ended bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return true, nil
+	}
+	return false, fw.write(frameData, b)
+}
+
+// end sends the end frame, once.
+func (s *stream) end(fw *frameWriter) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return nil
+	}
+	s.ended = true
+	return fw.write(frameEnd, nil)
+}
+
+// sendStream sends in as data frames and then the end frame, unless the
+// call ends first (see CallStream).
+func (c *Client) sendStream(in io.Reader, st *stream) error {
 	var err error
 	if in != nil {
 		buf := make([]byte, 256<<10)
-	loop:
 		for {
-			select {
-			case <-stop:
-				break loop
-			default:
-			}
 			n, rerr := in.Read(buf)
 			if n > 0 {
-				if werr := c.fw.write(frameData, buf[:n]); werr != nil {
+				ended, werr := st.write(c.fw, buf[:n])
+				if werr != nil {
 					return werr
+				}
+				if ended {
+					return nil
 				}
 			}
 			if rerr == io.EOF {
@@ -186,7 +221,7 @@ func (c *Client) sendStream(in io.Reader, stop <-chan struct{}) error {
 			}
 		}
 	}
-	if werr := c.fw.write(frameEnd, nil); werr != nil {
+	if werr := st.end(c.fw); werr != nil {
 		return werr
 	}
 	return err
