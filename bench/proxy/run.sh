@@ -7,7 +7,8 @@
 # Each cell runs REPEAT times per proxy in rotated order and keeps the best
 # run, which damps the noise of a shared machine.
 set -euo pipefail
-MIGRATE=${1:-/tmp/proxy/migrate}
+MIGRATE=${1:-}
+if [ -z "$MIGRATE" ]; then MIGRATE=$(mktemp -d)/migrate; (cd "$(dirname "$0")/../.." && CGO_ENABLED=0 go build -o "$MIGRATE" ./cmd/migrate); fi
 DUR=${DURATION:-5}
 CONNS=${CONNS:-50}
 REPEAT=${REPEAT:-2}
