@@ -43,9 +43,15 @@ zone "example.test" { type primary; file "db.example.test"; };
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { named.Process.Signal(syscall.SIGTERM); named.Wait() })
-	if err := testbed.WaitTCP("127.0.0.1:"+bp, 10*time.Second, nil); err != nil {
-		t.Fatalf("named: %v\n%s", err, nlog.String())
-	}
+	// named opens its sockets before it has loaded the zone: wait for an
+	// answer, not a port.
+	testbed.WaitFor(t, "named to serve the zone", 15*time.Second, func() error {
+		out, err := exec.Command("dig", "@127.0.0.1", "-p", bp, "+short", "+tries=1", "+time=1", "www.example.test", "A").CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != "198.51.100.7" {
+			return fmt.Errorf("dig: %q %v; named: %s", out, err, nlog.String())
+		}
+		return nil
+	})
 	lp := freePort(t)
 	startProxy(t, fmt.Sprintf("ListenUDP\nAddress 127.0.0.1\nPort %s\nBackEnd\nAddress 127.0.0.1\nPort %s\nEnd\nEnd\n"+
 		"ListenTCP\nAddress 127.0.0.1\nPort %s\nBackEnd\nAddress 127.0.0.1\nPort %s\nEnd\nEnd\n", lp, bp, lp, bp), nil)
