@@ -38,7 +38,7 @@ type DrainOptions struct {
 }
 
 // thenActions are the --then actions drain knows.
-var thenActions = []string{migrate.ThenStopProxy}
+var thenActions = []string{migrate.ThenStopProxy, migrate.ThenRemoveAgent, migrate.ThenTakeAddress}
 
 // NewCmdDrain builds `migrate drain N`.
 func NewCmdDrain(f *Factory, runF func(*DrainOptions) error) *cobra.Command {
@@ -62,12 +62,21 @@ Each interval it shows requests per minute with a sparkline of the last
 DNS servers still stale and the time until caches expire: redrawn in place
 on a terminal, one line per interval otherwise, NDJSON with --json.
 
-When drained it exits 0 after running the --then actions (stop-proxy:
-SIGTERM to the proxy recorded by the takeover) and printing a summary.
+When drained it exits 0 after running the --then actions, in this order,
+and printing a summary:
+
+  stop-proxy     stop the proxy recorded by the takeover
+  remove-agent   remove the agent binaries and the cutover state from the old host
+  take-address   move the old host's address to the new host as an alias
+                 (after stopping the proxy), announced by gratuitous ARP, so
+                 that clients which hard-coded the IP keep working; the old
+                 host gives the address up, so reach it another way afterwards
+
 Ctrl-C leaves everything as it was (exit 130). Without --watch it checks
 once, from the requests the log holds for the last --quiet-for: exit 0 if
 drained, 3 if not yet.`,
 		Example: `  migrate drain web --watch --then stop-proxy
+  migrate drain web --watch --then remove-agent --then take-address
   migrate drain web --watch --threshold 0 --quiet-for 30m --resolver 9.9.9.9
   migrate drain web || echo "not drained yet"`,
 		Args: cobra.ExactArgs(1),
@@ -90,7 +99,7 @@ drained, 3 if not yet.`,
 	fl.StringVar(&opts.LogFormat, "log-format", "", "the proxy log's format (default: as recorded by the takeover, else detected): "+formatNames())
 	fl.StringVar(&opts.AccessLog, "access-log", "", "follow this log on the old host instead of the proxy's (e.g. a Pound's; the format is detected)")
 	fl.StringArrayVar(&opts.Resolvers, "resolver", nil, "caching resolver ADDR[:PORT] to watch too (repeatable)")
-	fl.StringArrayVar(&opts.Then, "then", nil, "action once drained: stop-proxy (repeatable)")
+	fl.StringArrayVar(&opts.Then, "then", nil, "action once drained: stop-proxy, remove-agent, take-address (repeatable)")
 	return cmd
 }
 

@@ -58,14 +58,7 @@ func Drain(ctx context.Context, m *Migration, o DrainOptions) (*DrainResult, err
 	if res, err = drainWatch(ctx, &h, sw, o, res); err != nil {
 		return nil, err
 	}
-	for _, t := range o.Then {
-		switch t {
-		case ThenStopProxy:
-			res.Then = append(res.Then, StopProxy(ctx, h, ps, 10*time.Second))
-		default:
-			res.Then = append(res.Then, ThenResult{Action: t, Detail: "unknown action"})
-		}
-	}
+	res.Then = runThen(ctx, h, m, ps, o)
 	return res, nil
 }
 
