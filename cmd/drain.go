@@ -44,7 +44,7 @@ var thenActions = []string{migrate.ThenStopProxy, migrate.ThenRemoveAgent, migra
 func NewCmdDrain(f *Factory, runF func(*DrainOptions) error) *cobra.Command {
 	opts := &DrainOptions{F: f}
 	cmd := &cobra.Command{
-		Use:   "drain N [--watch] [--threshold R] [--quiet-for D] [--then stop-proxy]",
+		Use:   "drain N [--watch] [--threshold R] [--quiet-for D] [--then ACTION]...",
 		Short: "Watch the old host until nobody uses it any more, then stop its proxy",
 		Long: `After a cutover the proxy on the old host keeps forwarding to the new one
 while caches and hard-coded clients still use the old address. drain follows

@@ -24,7 +24,7 @@ func TestPlanFlagErrors(t *testing.T) {
 		{[]string{"plan", "--from", "local", "--to", "root@h", "--service", "x", "--dns-server", "127.0.0.1"}, "migrate: error: --dns-server needs --domain\n"},
 		{[]string{"plan", "--from", "local", "--to", "root@h", "--service", "x", "--name", "a/b"}, "migrate: error: --name \"a/b\": want a plain name (use --dir for a path)\n"},
 		{[]string{"drain", "x", "--then", "stop-proxy"}, "migrate: error: --then needs --watch\n"},
-		{[]string{"drain", "x", "--watch", "--then", "reboot"}, "migrate: error: --then \"reboot\": want one of stop-proxy\n"},
+		{[]string{"drain", "x", "--watch", "--then", "reboot"}, "migrate: error: --then \"reboot\": want one of stop-proxy, remove-agent, take-address\n"},
 		{[]string{"drain", "x", "--quiet-for", "0s"}, "migrate: error: --quiet-for must be at least 1s\n"},
 	} {
 		_, stderr, code := runMigrate(t, c.args...)
