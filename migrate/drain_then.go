@@ -58,27 +58,13 @@ type RemoveAgentParams struct {
 }
 
 func init() {
-	agent.Register(MethodReleaseAddress, func(ctx context.Context, c *agent.Call) (any, error) {
-		var p AddressParams
-		if err := c.Decode(&p); err != nil {
-			return nil, err
-		}
+	agent.Register(MethodReleaseAddress, agent.Typed(func(_ context.Context, p AddressParams) (*AddressResult, error) {
 		return releaseAddress(p)
-	})
-	agent.Register(MethodAddAddress, func(ctx context.Context, c *agent.Call) (any, error) {
-		var p AddressParams
-		if err := c.Decode(&p); err != nil {
-			return nil, err
-		}
-		return addAddress(ctx, p)
-	})
-	agent.Register(MethodRemoveAgent, func(ctx context.Context, c *agent.Call) (any, error) {
-		var p RemoveAgentParams
-		if err := c.Decode(&p); err != nil {
-			return nil, err
-		}
+	}))
+	agent.Register(MethodAddAddress, agent.Typed(addAddress))
+	agent.Register(MethodRemoveAgent, agent.Typed(func(_ context.Context, p RemoveAgentParams) (string, error) {
 		return removeAgent(p)
-	})
+	}))
 }
 
 // ifaceOf finds the interface holding addr and the address's prefix length.

@@ -65,20 +65,10 @@ type HoldCtlParams struct {
 }
 
 func init() {
-	agent.Register(MethodTakeover, func(ctx context.Context, c *agent.Call) (any, error) {
-		var p TakeoverParams
-		if err := c.Decode(&p); err != nil {
-			return nil, err
-		}
-		return takeOver(ctx, p)
-	})
-	agent.Register(MethodHoldCtl, func(ctx context.Context, c *agent.Call) (any, error) {
-		var p HoldCtlParams
-		if err := c.Decode(&p); err != nil {
-			return nil, err
-		}
+	agent.Register(MethodTakeover, agent.Typed(takeOver))
+	agent.Register(MethodHoldCtl, agent.Typed(func(ctx context.Context, p HoldCtlParams) (string, error) {
 		return HoldControl(ctx, p.Socket, p.Request)
-	})
+	}))
 }
 
 // HoldCommand is the hidden command the holding proxy daemon runs as; cmd

@@ -301,3 +301,14 @@ func runHandler(ctx context.Context, handlers map[string]Handler, c *Call) (res 
 	}()
 	return h(ctx, c)
 }
+
+// Typed adapts fn, which takes its parameters decoded, to a Handler.
+func Typed[P, R any](fn func(ctx context.Context, p P) (R, error)) Handler {
+	return func(ctx context.Context, c *Call) (any, error) {
+		var p P
+		if err := c.Decode(&p); err != nil {
+			return nil, err
+		}
+		return fn(ctx, p)
+	}
+}

@@ -197,21 +197,3 @@ func Listener(procRoot string, port int) (net.Listener, Socket, error) {
 	}
 	return ln, socks[0], nil
 }
-
-// PacketConn takes over the UDP socket on port, like Listener.
-func PacketConn(procRoot string, port int) (net.PacketConn, Socket, error) {
-	socks, err := Find(procRoot, "udp", port)
-	if err != nil {
-		return nil, Socket{}, err
-	}
-	f, err := Dup(socks[0])
-	if err != nil {
-		return nil, socks[0], err
-	}
-	defer f.Close()
-	pc, err := net.FilePacketConn(f)
-	if err != nil {
-		return nil, socks[0], fmt.Errorf("packet conn from %s: %w", f.Name(), err)
-	}
-	return pc, socks[0], nil
-}
