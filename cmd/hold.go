@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -25,8 +26,32 @@ func init() {
 
 // proxyForwarder runs the proxy engine on the held socket once released.
 type proxyForwarder struct {
-	opts migrate.HoldOptions
-	log  *slog.Logger
+	opts    migrate.HoldOptions
+	log     *slog.Logger
+	metrics atomic.Pointer[proxy.Metrics]
+}
+
+// Requests sums migrate_proxy_requests_total: HTTP requests, TCP
+// connections and UDP answers forwarded.
+func (p *proxyForwarder) Requests() int64 {
+	m := p.metrics.Load()
+	if m == nil {
+		return 0
+	}
+	mfs, err := m.Registry.Gather()
+	if err != nil {
+		return 0
+	}
+	var n float64
+	for _, mf := range mfs {
+		if mf.GetName() != "migrate_proxy_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			n += m.GetCounter().GetValue()
+		}
+	}
+	return int64(n)
 }
 
 func (p *proxyForwarder) Serve(ctx context.Context, held []migrate.Held) error {
@@ -42,6 +67,8 @@ func (p *proxyForwarder) Serve(ctx context.Context, held []migrate.Held) error {
 		defer f.Close()
 		po.AccessLog = f
 	}
+	po.Metrics = proxy.NewMetrics()
+	p.metrics.Store(po.Metrics)
 	srv, err := proxy.NewServer(cfg, po)
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@
 package migrate_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -230,13 +231,45 @@ zone "example.test" { type primary; file "example.test.db"; };
 	}
 	time.Sleep(2 * time.Second)
 	out, errOut, code := bed.Migrate(t, "cutover", dir)
-	time.Sleep(2 * time.Second)
-	close(stop)
-	wg.Wait()
 	if code != 0 {
+		close(stop)
+		wg.Wait()
 		t.Fatalf("cutover: exit %d\n%s\n%s", code, out, errOut)
 	}
+	// drain sees the DNS traffic through the proxy (its counter: UDP and
+	// TCP are not in an access log) and does not end while it flows.
+	dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer dcancel()
+	drain := bed.MigrateCmd(dctx, t, "drain", dir, "--watch", "--quiet-for", "3s", "--interval", "500ms", "--threshold", "0")
+	var dout, derr strings.Builder
+	drain.Stdout, drain.Stderr = &dout, &derr
+	if err := drain.Start(); err != nil {
+		t.Fatal(err)
+	}
+	drained := make(chan error, 1)
+	go func() { drained <- drain.Wait() }()
+	select {
+	case err := <-drained:
+		close(stop)
+		wg.Wait()
+		t.Fatalf("drain ended while queries flowed: %v\n%s\n%s", err, dout.String(), derr.String())
+	case <-time.After(6 * time.Second):
+	}
+	close(stop)
+	wg.Wait()
+	select {
+	case err := <-drained:
+		if err != nil {
+			t.Fatalf("drain: %v\n%s\n%s", err, dout.String(), derr.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("drain did not end after the queries stopped\n%s\n%s", dout.String(), derr.String())
+	}
+	if !strings.Contains(dout.String(), "(tcp/udp)") {
+		t.Fatalf("drain's summary does not show the DNS traffic:\n%s", dout.String())
+	}
 	t.Logf("cutover:\n%s%s", out, errOut)
+	t.Logf("drain:\n%s", dout.String())
 	t.Logf("dns: %d queries answered, %d failed", ok.Load(), failed.Load())
 	select {
 	case <-named.Done():

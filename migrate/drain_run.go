@@ -180,6 +180,10 @@ type watcher struct {
 	prevLines          int64
 	prevTail           tail.Stats
 	reconnects, inARow int
+	// The proxy's request counter at the first check, the lines followed
+	// then, and the requests not in the log counted so far (see unlogged).
+	counted                      bool
+	reqBase, linesBase, credited int64
 }
 
 func drainWatch(ctx context.Context, conn *host.Host, sw *DNSSwitch, o DrainOptions, res *DrainResult) (*DrainResult, error) {
@@ -230,7 +234,46 @@ func (wt *watcher) batch(sess *followSession, b *FollowBatch) {
 	wt.last.Tail = addStats(wt.prevTail, b.Tail)
 }
 
+// unlogged counts, from the holding proxy's own counter, the requests
+// its access log does not show (TCP connections and UDP answers: mail and
+// DNS), as traffic of the pseudo-client "(tcp/udp)". Only the excess of
+// the counter over the lines followed is added, so HTTP requests, which
+// are in the log, are not counted twice.
+func (wt *watcher) unlogged(ctx context.Context) {
+	ps := wt.res.Proxy
+	if ps.ControlSocket == "" || !notLogged(ps) || wt.q.start.IsZero() {
+		return
+	}
+	var n int64
+	if err := (*wt.conn).Call(ctx, MethodHoldReqs, HoldCtlParams{Socket: ps.ControlSocket}, &n); err != nil {
+		wt.o.Logger.Debug("proxy request counter", "err", err)
+		return
+	}
+	if !wt.counted {
+		wt.counted, wt.reqBase, wt.linesBase = true, n, wt.last.Lines
+		return
+	}
+	extra := (n - wt.reqBase) - (wt.last.Lines - wt.linesBase)
+	if extra > wt.credited {
+		d := extra - wt.credited
+		wt.credited = extra
+		addBatch(wt.w, wt.q, wt.all, wt.o.Now(), &FollowBatch{Lines: d, Clients: map[string]int64{"(tcp/udp)": d}})
+	}
+}
+
+// notLogged reports whether the proxy forwards ports whose traffic its
+// access log does not show (any port not in HTTP mode).
+func notLogged(ps ProxyState) bool {
+	for _, p := range ps.Ports {
+		if !strings.HasSuffix(p, "("+ModeHTTP+")") {
+			return true
+		}
+	}
+	return false
+}
+
 func (wt *watcher) check(ctx context.Context) DrainCheck {
+	wt.unlogged(ctx)
 	dnsOK, pending, dnsErr := checkDNS(ctx, wt.sw, wt.o)
 	c := judge(wt.o.Now(), wt.w, wt.q, wt.o, dnsOK, cachesExpire(wt.sw))
 	c.DNSPending, c.DNSError, c.DNSWatched = pending, dnsErr, dnsWatched(wt.sw)

@@ -83,7 +83,13 @@ const (
 	HoldCmdRelease  = "release"  // start forwarding held and new connections
 	HoldCmdRollback = "rollback" // hand the socket back: start argv (the old service) on it, and exit
 	HoldCmdStop     = "stop"     // stop forwarding and exit
+	HoldCmdMetrics  = "metrics"  // requests forwarded so far (HTTP requests, TCP connections, UDP answers)
 )
+
+// RequestCounter is implemented by forwarders that count what they forward.
+type RequestCounter interface {
+	Requests() int64
+}
 
 // HoldRequest is one control request.
 type HoldRequest struct {
@@ -93,9 +99,10 @@ type HoldRequest struct {
 
 // HoldReply answers a control request.
 type HoldReply struct {
-	OK    bool   `json:"ok"`
-	State string `json:"state,omitempty"`
-	Error string `json:"error,omitempty"`
+	OK       bool   `json:"ok"`
+	State    string `json:"state,omitempty"`
+	Requests int64  `json:"requests,omitempty"`
+	Error    string `json:"error,omitempty"`
 }
 
 // Hold runs the holding proxy daemon until it is stopped or rolled back:
@@ -169,6 +176,7 @@ type holder struct {
 	cancel   context.CancelFunc
 	mu       sync.Mutex
 	serving  bool
+	fw       Forwarder
 	fwCancel context.CancelFunc
 	fwDone   chan struct{}
 	done     chan error
@@ -250,6 +258,14 @@ func (h *holder) control(ctx context.Context, c net.Conn, timer *time.Timer) {
 		if err == nil {
 			h.done <- nil
 		}
+	case HoldCmdMetrics:
+		h.mu.Lock()
+		var n int64
+		if rc, ok := h.fw.(RequestCounter); ok {
+			n = rc.Requests()
+		}
+		h.mu.Unlock()
+		json.NewEncoder(c).Encode(HoldReply{OK: true, State: "serving", Requests: n})
 	case HoldCmdStop:
 		timer.Stop()
 		reply(nil, "stopping")
@@ -277,7 +293,7 @@ func (h *holder) release(ctx context.Context) error {
 		return err
 	}
 	fctx, fcancel := context.WithCancel(ctx)
-	h.serving, h.fwCancel, h.fwDone = true, fcancel, make(chan struct{})
+	h.serving, h.fw, h.fwCancel, h.fwDone = true, fw, fcancel, make(chan struct{})
 	go func() {
 		defer close(h.fwDone)
 		err := fw.Serve(fctx, held)
@@ -388,4 +404,26 @@ func closeHeld(held []Held) {
 			hp.UDP.Close()
 		}
 	}
+}
+
+// HoldRequests asks a holding proxy how many requests it has forwarded.
+func HoldRequests(ctx context.Context, socket string) (int64, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", socket)
+	if err != nil {
+		return 0, fmt.Errorf("holding proxy at %s: %w", socket, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := json.NewEncoder(c).Encode(HoldRequest{Cmd: HoldCmdMetrics}); err != nil {
+		return 0, err
+	}
+	var rep HoldReply
+	if err := json.NewDecoder(c).Decode(&rep); err != nil {
+		return 0, fmt.Errorf("holding proxy at %s: %w", socket, err)
+	}
+	if !rep.OK {
+		return 0, fmt.Errorf("holding proxy: %s", rep.Error)
+	}
+	return rep.Requests, nil
 }

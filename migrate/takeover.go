@@ -23,6 +23,7 @@ import (
 const (
 	MethodTakeover = "cutover.takeover"
 	MethodHoldCtl  = "cutover.control"
+	MethodHoldReqs = "cutover.requests"
 )
 
 // StateDir holds the holding proxy's control socket, options and log on
@@ -68,6 +69,9 @@ func init() {
 	agent.Register(MethodTakeover, agent.Typed(takeOver))
 	agent.Register(MethodHoldCtl, agent.Typed(func(ctx context.Context, p HoldCtlParams) (string, error) {
 		return HoldControl(ctx, p.Socket, p.Request)
+	}))
+	agent.Register(MethodHoldReqs, agent.Typed(func(ctx context.Context, p HoldCtlParams) (int64, error) {
+		return HoldRequests(ctx, p.Socket)
 	}))
 }
 
