@@ -111,6 +111,12 @@ func isSupervisor(pid int, dir string) bool {
 	if err != nil {
 		return false
 	}
+	if len(b) == 0 {
+		// A process in the middle of execve has no arguments yet (the
+		// kernel sets them up after waking the vfork parent): the
+		// supervisor just started.
+		return syscall.Kill(pid, 0) == nil && !isZombie(pid)
+	}
 	args := strings.Split(string(b), "\x00")
 	for _, a := range args {
 		if a == filepath.Join(dir, specFile) {
