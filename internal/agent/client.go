@@ -60,7 +60,9 @@ func (c *Client) handshake() error {
 		return nil
 	}
 	if err := c.fw.writeJSON(frameHello, localHello(Version)); err != nil {
-		return fmt.Errorf("agent hello: %w", err)
+		// The other side is gone already (not an agent, or it died at
+		// start): say so as a protocol failure, like a missing hello.
+		return &ProtocolError{fmt.Sprintf("the agent exited before the hello could be sent (%v)", err)}
 	}
 	typ, payload, err := c.fr.next()
 	if err != nil {
