@@ -92,7 +92,15 @@ func TestProxyRunQuickAndCtl(t *testing.T) {
 			}
 		}
 		if argv[2] == "-f" {
-			if _, err := os.Stat(filepath.Join(dir, "pid")); err != nil {
+			// The pid file is written once the sockets are open, which may
+			// be just after the first request was answered.
+			var err error
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				if _, err = os.Stat(filepath.Join(dir, "pid")); err == nil {
+					break
+				}
+			}
+			if err != nil {
 				t.Errorf("pid file: %v", err)
 			}
 			out, e, code := runArgv(context.Background(), "migrate", "proxy", "ctl", "-C", ctlSock, "list")
