@@ -84,7 +84,7 @@ func TestCutoverPostfix(t *testing.T) {
 	}
 
 	// Mail keeps coming: 4 senders, one session each every 50 ms.
-	var accepted sync.Map
+	var accepted, retried sync.Map
 	var nAccepted, nFailed, nRetried atomic.Int64
 	var failures []string
 	var fmu sync.Mutex
@@ -109,6 +109,7 @@ func TestCutoverPostfix(t *testing.T) {
 						break
 					}
 					nRetried.Add(1)
+					retried.Store(subject, true)
 				}
 				if err != nil {
 					nFailed.Add(1)
@@ -149,10 +150,15 @@ func TestCutoverPostfix(t *testing.T) {
 		}
 		var missing, twice []string
 		accepted.Range(func(k, _ any) bool {
+			// A session the old Postfix cut after it had queued the message
+			// but before the sender read its 250 is sent again: SMTP's
+			// duplicate window (RFC 1047). Such a message may arrive twice;
+			// any other exactly once.
+			_, cut := retried.Load(k)
 			switch n := strings.Count(string(b), "Subject: "+k.(string)+"\n"); {
 			case n == 0:
 				missing = append(missing, k.(string))
-			case n > 1:
+			case n > 2 || (n == 2 && !cut):
 				twice = append(twice, k.(string))
 			}
 			return true
