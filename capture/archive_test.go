@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"github.com/migrate-tool/migrate/internal/testenv"
 	"io"
 	"io/fs"
 	"math/rand"
@@ -281,7 +282,7 @@ func FuzzOpenArchive(f *testing.F) {
 // several zstd frames, manifest.json first.
 func TestArchiveOpensWithTar(t *testing.T) {
 	if _, err := exec.LookPath("zstd"); err != nil {
-		t.Skip("no zstd")
+		testenv.Skip(t, "no zstd")
 	}
 	big := make([]byte, 40<<20) // more than two frames
 	rand.New(rand.NewSource(2)).Read(big[:5<<20])

@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"github.com/migrate-tool/migrate/internal/testenv"
 	"io"
 	"log/slog"
 	"os"
@@ -50,11 +51,11 @@ func TestCollectorResolvesDirLinks(t *testing.T) {
 // library named through /lib and /usr/lib is one entry plus the /lib link.
 func TestUsrmergeDedupe(t *testing.T) {
 	if !usrmerged("lib") {
-		t.Skip("/lib is not a merged-/usr link here")
+		testenv.Skip(t, "/lib is not a merged-/usr link here")
 	}
 	libc := "/usr/lib/x86_64-linux-gnu/libc.so.6"
 	if _, err := os.Stat(libc); err != nil {
-		t.Skip("no", libc)
+		testenv.Skip(t, "no", libc)
 	}
 	c := testCollector()
 	c.add("/lib/x86_64-linux-gnu/libc.so.6", "a")

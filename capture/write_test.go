@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/migrate-tool/migrate/internal/testenv"
 	"io"
 	"os"
 	"path/filepath"
@@ -65,7 +66,7 @@ func TestWriteFileSourceChanges(t *testing.T) {
 // and carries a hint. /dev/full fails every write with ENOSPC.
 func TestWriteFileFullDisk(t *testing.T) {
 	if _, err := os.Stat("/dev/full"); err != nil {
-		t.Skip("no /dev/full")
+		testenv.Skip(t, "no /dev/full")
 	}
 	d := t.TempDir()
 	f := filepath.Join(d, "a")
@@ -73,7 +74,7 @@ func TestWriteFileFullDisk(t *testing.T) {
 	m := fileManifest(t, f)
 	out, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
 	if err != nil {
-		t.Skip(err)
+		testenv.Skip(t, err)
 	}
 	defer out.Close()
 	err = Write(out, m, OpenFile)

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"github.com/migrate-tool/migrate/internal/testenv"
 	"io"
 	"os"
 	"path/filepath"
@@ -58,7 +59,7 @@ func TestTransferOptionsFromFlags(t *testing.T) {
 // summary record and the unknown-name error of service.
 func TestTransferLocalJSON(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root (ownership)")
+		testenv.Skip(t, "needs root (ownership)")
 	}
 	body := []byte("<h1>hi</h1>\n")
 	sum := sha256.Sum256(body)

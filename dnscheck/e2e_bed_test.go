@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/migrate-tool/migrate/internal/testenv"
 	"net"
 	"os"
 	"os/exec"
@@ -45,10 +46,7 @@ func needTools(t *testing.T, tools ...string) {
 	if len(missing) == 0 {
 		return
 	}
-	if os.Getenv("MIGRATE_E2E_REQUIRE") == "1" {
-		t.Fatalf("e2e needs %s", strings.Join(missing, ", "))
-	}
-	t.Skipf("e2e needs %s", strings.Join(missing, ", "))
+	testenv.Skip(t, fmt.Sprintf("e2e needs %s", strings.Join(missing, ", ")))
 }
 
 // ensureLoopback2 makes 127.0.0.2 usable (BIND binds only to configured addresses).

@@ -86,6 +86,7 @@ func (d *demoTB) Skipf(format string, args ...any) {
 	panic(demoFailure{hint.With(fmt.Errorf("the demo cannot run here: "+format, args...),
 		"run it as root after `bash scripts/install.sh` (Debian 12)")})
 }
+func (d *demoTB) Skip(args ...any)  { d.Skipf("%s", fmt.Sprint(args...)) }
 func (d *demoTB) Cleanup(fn func()) { d.cleanups = append(d.cleanups, fn) }
 func (d *demoTB) Failed() bool      { return d.failed }
 func (d *demoTB) TempDir() string {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"github.com/migrate-tool/migrate/internal/testenv"
 	"io"
 	"net/http"
 	"os"
@@ -95,10 +96,7 @@ func readPID(t *testing.T, path string) int {
 // under load and restarted.
 func TestE2ESeed001FailoverDaemon(t *testing.T) {
 	if os.Geteuid() != 0 {
-		if os.Getenv("MIGRATE_E2E_REQUIRE") == "1" {
-			t.Fatal("needs root")
-		}
-		t.Skip("needs root (User/Group)")
+		testenv.Skip(t, "needs root (User/Group)")
 	}
 	mainBE, emerg := startNginx(t, "main"), startNginx(t, "emergency")
 	dir := t.TempDir()
@@ -219,10 +217,7 @@ func minHits(n *atomic.Int64, want int64) error {
 // HTTPS against two nginx backends, reloads it with SIGHUP and stops it.
 func TestE2ESeed003HTTPS(t *testing.T) {
 	if os.Geteuid() != 0 {
-		if os.Getenv("MIGRATE_E2E_REQUIRE") == "1" {
-			t.Fatal("needs root")
-		}
-		t.Skip("needs root (RootJail, User/Group)")
+		testenv.Skip(t, "needs root (RootJail, User/Group)")
 	}
 	be1, be2 := startNginx(t, "be1"), startNginx(t, "be2")
 	dir := t.TempDir()

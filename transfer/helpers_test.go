@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"github.com/migrate-tool/migrate/internal/testenv"
 	"io"
 	"log/slog"
 	"os"
@@ -76,7 +77,7 @@ func pipe(t *testing.T) *agent.Client {
 func needRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root (chown, mknod)")
+		testenv.Skip(t, "needs root (chown, mknod)")
 	}
 }
 

@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"context"
+	"github.com/migrate-tool/migrate/internal/testenv"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -39,11 +40,11 @@ func shellFS(t *testing.T, service string, start []string) *testFS {
 	for _, p := range []string{"/usr/bin/dash", "/usr/bin/sleep", "/usr/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib64/ld-linux-x86-64.so.2"} {
 		real, err := filepath.EvalSymlinks(p)
 		if err != nil {
-			t.Skip(err)
+			testenv.Skip(t, err)
 		}
 		b, err := os.ReadFile(real)
 		if err != nil {
-			t.Skip(err)
+			testenv.Skip(t, err)
 		}
 		fs.file(p, b)
 		fs.m.Entries[len(fs.m.Entries)-1].Mode = 0o755
@@ -64,7 +65,7 @@ func TestServiceLifecycle(t *testing.T) {
 	// root itself cannot be opened, the service's own /dev must work.
 	dest := t.TempDir()
 	if err := unix.Mount("tmpfs", dest, "tmpfs", unix.MS_NODEV|unix.MS_NOSUID, "size=64m"); err != nil {
-		t.Skip(err)
+		testenv.Skip(t, err)
 	}
 	t.Cleanup(func() { unix.Unmount(dest, unix.MNT_DETACH) })
 	c := pipe(t)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"github.com/migrate-tool/migrate/internal/testenv"
 	"os"
 	"path/filepath"
 	"testing"
@@ -104,7 +105,7 @@ func TestShipReusesTargetFiles(t *testing.T) {
 	// binary's own /etc/os-release.
 	osr, err := os.ReadFile("/etc/os-release")
 	if err != nil {
-		t.Skip(err)
+		testenv.Skip(t, err)
 	}
 	fs := newTestFS("reuse").dir("/etc").file("/etc/os-release", osr).file("/etc/unique", randBytes(1<<20))
 	arch := fs.write(t)
@@ -162,7 +163,7 @@ func TestShipDiskFull(t *testing.T) {
 	needRoot(t)
 	dest := t.TempDir()
 	if err := mountTmpfs(t, dest, "4m"); err != nil {
-		t.Skip(err)
+		testenv.Skip(t, err)
 	}
 	fs := newTestFS("full").dir("/d").file("/d/big", randBytes(8<<20))
 	_, err := Ship(context.Background(), pipe(t), fs.write(t), Options{Dest: dest, NoReuse: true})

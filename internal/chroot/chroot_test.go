@@ -2,6 +2,7 @@ package chroot
 
 import (
 	"fmt"
+	"github.com/migrate-tool/migrate/internal/testenv"
 	"net"
 	"os"
 	"path/filepath"
@@ -44,7 +45,7 @@ func TestLogTail(t *testing.T) {
 func TestListeningOwnSocketsOnly(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Skip(err)
+		testenv.Skip(t, err)
 	}
 	defer ln.Close()
 	port := ln.Addr().(*net.TCPAddr).Port

@@ -2,6 +2,7 @@ package elfdep
 
 import (
 	"errors"
+	"github.com/migrate-tool/migrate/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,7 +45,7 @@ func realpath(t *testing.T, p string) string {
 
 func TestClosureMatchesLdd(t *testing.T) {
 	if _, err := exec.LookPath("ldd"); err != nil {
-		t.Skip("no ldd")
+		testenv.Skip(t, "no ldd")
 	}
 	bins := []string{"/usr/sbin/nginx", "/usr/sbin/named", "/usr/lib/postfix/sbin/master", "/usr/lib/postfix/sbin/smtpd",
 		"/usr/sbin/postconf", "/usr/bin/bash", "/usr/bin/curl", "/usr/sbin/sshd", "/usr/bin/openssl", "/usr/sbin/haproxy",
@@ -72,7 +73,7 @@ func TestClosureMatchesLdd(t *testing.T) {
 		})
 	}
 	if tested < 3 {
-		t.Skip("too few test binaries installed")
+		testenv.Skip(t, "too few test binaries installed")
 	}
 }
 

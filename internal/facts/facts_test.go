@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/migrate-tool/migrate/internal/testenv"
 	"net"
 	"os"
 	"path/filepath"
@@ -286,7 +287,7 @@ func TestNoProc(t *testing.T) {
 // process's own listening socket.
 func TestCollectLive(t *testing.T) {
 	if _, err := os.Stat("/proc/self/net/tcp"); err != nil {
-		t.Skip("no /proc")
+		testenv.Skip(t, "no /proc")
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

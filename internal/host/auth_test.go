@@ -3,6 +3,7 @@ package host
 import (
 	"crypto/ed25519"
 	"encoding/pem"
+	"github.com/migrate-tool/migrate/internal/testenv"
 	"net"
 	"os"
 	"path/filepath"
@@ -78,7 +79,7 @@ func TestAuthWithDefaultKeyFile(t *testing.T) {
 // as "[::1]:port".
 func TestIPv6Loopback(t *testing.T) {
 	if ln, err := net.Listen("tcp", "[::1]:0"); err != nil {
-		t.Skip("no IPv6 loopback")
+		testenv.Skip(t, "no IPv6 loopback")
 	} else {
 		ln.Close()
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/migrate-tool/migrate/internal/testenv"
 	"io"
 	"log/slog"
 	"net"
@@ -418,7 +419,7 @@ func TestAgentNotMigrate(t *testing.T) {
 	// a Linux ELF of the right machine that prints garbage and exits 3
 	data, err := os.ReadFile("/bin/sh")
 	if err != nil {
-		t.Skip("no /bin/sh")
+		testenv.Skip(t, "no /bin/sh")
 	}
 	os.WriteFile(opts.AgentBinary, data, 0o755)
 	h, err := Open(testCtx(t), srv.spec(), opts)

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/migrate-tool/migrate/internal/testenv"
 	"net"
 	"os"
 	"os/exec"
@@ -30,10 +31,7 @@ func startOpenSSH(t *testing.T) *openSSH {
 	t.Helper()
 	sshd := "/usr/sbin/sshd"
 	if _, err := os.Stat(sshd); err != nil || os.Geteuid() != 0 {
-		if os.Getenv("MIGRATE_E2E_REQUIRE") == "1" {
-			t.Fatalf("need root and %s (apt-get install openssh-server)", sshd)
-		}
-		t.Skip("needs root and openssh-server")
+		testenv.Skip(t, "needs root and openssh-server")
 	}
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"github.com/migrate-tool/migrate/internal/testenv"
 	"io"
 	"net"
 	"os"
@@ -60,10 +61,7 @@ func startHelper(t *testing.T) (*exec.Cmd, int) {
 
 func TestTakeOverWithoutRefusing(t *testing.T) {
 	if os.Geteuid() != 0 {
-		if os.Getenv("MIGRATE_E2E_REQUIRE") == "1" {
-			t.Fatal("pidfd_getfd on another process needs root")
-		}
-		t.Skip("pidfd_getfd on another process needs root")
+		testenv.Skip(t, "pidfd_getfd on another process needs root")
 	}
 	cmd, port := startHelper(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)

@@ -9,6 +9,7 @@ type TB interface {
 	Errorf(format string, args ...any)
 	Fatalf(format string, args ...any)
 	Skipf(format string, args ...any)
+	Skip(args ...any)
 	Cleanup(func())
 	TempDir() string
 	Failed() bool

@@ -18,6 +18,7 @@ package testbed
 
 import (
 	"fmt"
+	"github.com/migrate-tool/migrate/internal/testenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -237,12 +238,7 @@ func parallel(nodes []*Node, fn func(n *Node) error) error {
 // test would hide a broken setup.
 func Unavailable(t TB, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("MIGRATE_E2E_REQUIRE") == "1" {
-		t.Fatalf("e2e requirement missing (MIGRATE_E2E_REQUIRE=1): %s", msg)
-		return
-	}
-	t.Skipf("skipping e2e test: %s (set MIGRATE_E2E_REQUIRE=1 to fail instead)", msg)
+	testenv.Skip(t, fmt.Sprintf(format, args...))
 }
 
 // baseTools are needed by every bed.
