@@ -146,32 +146,50 @@ func (c *collector) dropDanglingLinks(es []Entry) []Entry {
 	return es
 }
 
-// hashAll computes size and sha256 of every file entry, 4 at a time.
-// Vanished files are removed from es (in place, keeping order).
-func (c *collector) hashAll(ctx context.Context, es []Entry) error {
+// readWorkers is how many files are read at once.
+const readWorkers = 4
+
+// eachFile calls fn for every file entry of es, readWorkers at a time, and
+// returns fn's error for each entry (nil where it succeeded). w numbers
+// the calling goroutine (0 <= w < readWorkers) for per-worker state. Once
+// ctx is done no more entries are handed out and ctx's error is returned.
+func eachFile(ctx context.Context, es []Entry, fn func(w, i int) error) ([]error, error) {
+	errs := make([]error, len(es))
+	parallel(ctx, len(es), func(w, i int) {
+		if es[i].Type == TypeFile {
+			errs[i] = fn(w, i)
+		}
+	})
+	return errs, ctx.Err()
+}
+
+// parallel calls fn(w, i) for i in [0, n) from readWorkers goroutines (w
+// numbers the goroutine) and returns when all calls have; once ctx is
+// done no more indices are handed out.
+func parallel(ctx context.Context, n int, fn func(w, i int)) {
 	var wg sync.WaitGroup
 	idx := make(chan int)
-	errs := make([]error, len(es))
-	for w := 0; w < 4; w++ {
+	for w := 0; w < readWorkers; w++ {
 		wg.Add(1)
-		go func() {
+		go func(w int) {
 			defer wg.Done()
 			for i := range idx {
-				errs[i] = hashEntry(&es[i])
+				fn(w, i)
 			}
-		}()
+		}(w)
 	}
-	for i := range es {
-		if ctx.Err() != nil {
-			break
-		}
-		if es[i].Type == TypeFile {
-			idx <- i
-		}
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		idx <- i
 	}
 	close(idx)
 	wg.Wait()
-	if err := ctx.Err(); err != nil {
+}
+
+// hashAll computes size and sha256 of every file entry. Vanished files
+// are removed from es (in place, keeping order).
+func (c *collector) hashAll(ctx context.Context, es []Entry) error {
+	errs, err := eachFile(ctx, es, func(_, i int) error { return hashEntry(&es[i]) })
+	if err != nil {
 		return err
 	}
 	return c.readErrors(es, errs)

@@ -16,17 +16,14 @@ import (
 	"github.com/migrate-tool/migrate/internal/hint"
 )
 
-// spoolWorkers is how many files are read at once.
-const spoolWorkers = 4
-
 // spool holds a snapshot of every captured file body, taken in the same
 // read that computes its sha256, so the archive stores exactly the bytes
 // its manifest describes however the live files change afterwards. Each
 // reader appends to its own file in a private temp directory.
 type spool struct {
 	dir   string
-	files [spoolWorkers]*os.File
-	offs  [spoolWorkers]int64
+	files [readWorkers]*os.File
+	offs  [readWorkers]int64
 	mu    sync.Mutex
 	loc   map[string]spoolLoc
 }
@@ -182,29 +179,16 @@ func (s *spool) reuse(e *Entry) bool {
 // background (while the start-up is traced); snapAll later reuses every
 // copy whose file is unchanged. wait blocks until it is done.
 func (s *spool) prefetch(ctx context.Context, paths []string) (wait func()) {
-	var wg sync.WaitGroup
-	idx := make(chan string)
-	for w := 0; w < spoolWorkers; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			for p := range idx {
-				s.take(w, &Entry{Path: p, Type: TypeFile}) // errors: retried by snapAll
-			}
-		}(w)
-	}
+	done := make(chan struct{})
 	go func() {
-		defer close(idx)
-		for _, p := range paths {
-			if ctx.Err() != nil {
-				return
+		defer close(done)
+		parallel(ctx, len(paths), func(w, i int) {
+			if fi, err := os.Lstat(paths[i]); err == nil && fi.Mode().IsRegular() {
+				s.take(w, &Entry{Path: paths[i], Type: TypeFile}) // errors: retried by snapAll
 			}
-			if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() {
-				idx <- p
-			}
-		}
+		})
 	}()
-	return wg.Wait
+	return func() { <-done }
 }
 
 // open is the Opener that serves bodies from the spool.
@@ -220,32 +204,14 @@ func (s *spool) open(e *Entry) (io.ReadCloser, error) {
 
 // snapAll is hashAll with every body copied into the spool.
 func (c *collector) snapAll(ctx context.Context, es []Entry) error {
-	var wg sync.WaitGroup
-	idx := make(chan int)
-	errs := make([]error, len(es))
 	notes := make([]string, len(es))
-	for w := 0; w < spoolWorkers; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			for i := range idx {
-				if !c.snap.reuse(&es[i]) {
-					notes[i], errs[i] = c.snap.take(w, &es[i])
-				}
-			}
-		}(w)
-	}
-	for i := range es {
-		if ctx.Err() != nil {
-			break
+	errs, err := eachFile(ctx, es, func(w, i int) (err error) {
+		if !c.snap.reuse(&es[i]) {
+			notes[i], err = c.snap.take(w, &es[i])
 		}
-		if es[i].Type == TypeFile {
-			idx <- i
-		}
-	}
-	close(idx)
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
+		return err
+	})
+	if err != nil {
 		return err
 	}
 	for _, n := range notes {
