@@ -455,7 +455,7 @@ func Run(ctx context.Context, opts Options, w io.Writer) (*Manifest, error) {
 		return nil, err
 	}
 	start := time.Now()
-	if err := Write(w, m, sp.open); err != nil {
+	if err := writeArchive(w, m, sp.open, false); err != nil {
 		return nil, fmt.Errorf("send archive: %w", err)
 	}
 	if opts.Logger != nil {

@@ -7,30 +7,52 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// frameChunk is the uncompressed size of each independent zstd frame.
-const frameChunk = 16 << 20
+// Frame sizes. The tar stream is cut into independent zstd frames at entry
+// boundaries (see framesWriter.Boundary); a frame holds at least minFrame
+// bytes, since matches cannot cross a frame boundary (each cut costs a
+// little ratio, most when it splits a file), and at most maxFrame, so that
+// large captures spread over every CPU and start compressing early.
+const (
+	minFrame = 4 << 20
+	maxFrame = 16 << 20
+)
+
+// frameSize is the uncompressed size to aim for in each frame of a tar
+// stream of about total bytes: a multiple of workers frames of the same
+// size, each at most maxFrame and at least minFrame.
+func frameSize(total int64, workers int) int {
+	n := (total + maxFrame - 1) / maxFrame
+	if w := int64(max(workers, 1)); n%w != 0 {
+		n += w - n%w
+	}
+	return int(max(minFrame, (total+n-1)/max(n, 1)))
+}
 
 // framesWriter compresses its input as a sequence of independent zstd
-// frames of frameChunk bytes, encoded concurrently (one per CPU) and
-// written in order. Concatenated frames are one valid zstd stream for any
-// decoder (`zstd -d`, `tar --zstd`); unlike a single streamed frame the
-// work spreads over all cores.
+// frames, encoded concurrently (one per CPU) and written in order.
+// Concatenated frames are one valid zstd stream for any decoder
+// (`zstd -d`, `tar --zstd`); unlike a single streamed frame the work
+// spreads over all cores. The "better" level keeps the archive no larger
+// than `tar --zstd` (C zstd -3) of the same files.
 type framesWriter struct {
 	w       io.Writer
 	enc     *zstd.Encoder
+	size    int // frame size aimed at; a frame is cut mid-entry at a quarter more
 	buf     []byte
 	pending []chan []byte
 	workers int
 	err     error
 }
 
-func newFramesWriter(w io.Writer) (*framesWriter, error) {
+// newFramesWriter returns a framesWriter for a stream of about total bytes.
+func newFramesWriter(w io.Writer, total int64) (*framesWriter, error) {
 	n := runtime.GOMAXPROCS(0)
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(n))
 	if err != nil {
 		return nil, err
 	}
-	return &framesWriter{w: w, enc: enc, workers: n, buf: make([]byte, 0, frameChunk)}, nil
+	size := frameSize(total, n)
+	return &framesWriter{w: w, enc: enc, workers: n, size: size, buf: make([]byte, 0, size+size/4)}, nil
 }
 
 func (f *framesWriter) Write(p []byte) (int, error) {
@@ -39,10 +61,10 @@ func (f *framesWriter) Write(p []byte) (int, error) {
 	}
 	n := len(p)
 	for len(p) > 0 {
-		k := min(frameChunk-len(f.buf), len(p))
+		k := min(f.size+f.size/4-len(f.buf), len(p))
 		f.buf = append(f.buf, p[:k]...)
 		p = p[k:]
-		if len(f.buf) == frameChunk {
+		if len(f.buf) == f.size+f.size/4 {
 			f.dispatch()
 			if f.err != nil {
 				return 0, f.err
@@ -52,6 +74,15 @@ func (f *framesWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// Boundary tells the writer that an entry ends here: the current frame
+// is cut if it holds enough.
+func (f *framesWriter) Boundary() error {
+	if f.err == nil && len(f.buf) >= f.size {
+		f.dispatch()
+	}
+	return f.err
+}
+
 // dispatch starts encoding the buffered chunk, first writing out the
 // oldest frame if every worker is busy.
 func (f *framesWriter) dispatch() {
@@ -59,7 +90,7 @@ func (f *framesWriter) dispatch() {
 		f.flushOne()
 	}
 	chunk := f.buf
-	f.buf = make([]byte, 0, frameChunk)
+	f.buf = make([]byte, 0, f.size+f.size/4)
 	out := make(chan []byte, 1)
 	f.pending = append(f.pending, out)
 	go func() { out <- f.enc.EncodeAll(chunk, make([]byte, 0, len(chunk)/2)) }()
