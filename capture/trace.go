@@ -205,6 +205,19 @@ func overlayMounts() []string {
 	return out
 }
 
+// netip returns a for `ip addr add` (with its prefix length), or "" for
+// an address that needs no dummy interface (loopback, any, not an IP).
+func netip(a string) string {
+	ip := net.ParseIP(a)
+	switch {
+	case ip == nil || ip.IsLoopback() || ip.IsUnspecified():
+		return ""
+	case ip.To4() == nil:
+		return a + "/128"
+	}
+	return a + "/32"
+}
+
 func unescapeMount(s string) string {
 	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
 	return r.Replace(s)
@@ -219,13 +232,20 @@ func traceScript(scratch, out, strace string, argv []string, cwd string, addrs [
 	w("set -e")
 	w("S=%s; M=$S/root", shq(scratch))
 	w("mount -t tmpfs -o mode=0700 migrate-trace $S")
-	w("mkdir $M")
+	// --seccomp-bpf stops the tracee only at the traced system calls (the
+	// start-up runs about twice as fast); strace before 5.3 lacks it. The
+	// probe runs while the file systems are set up.
+	w("(%s --seccomp-bpf -f -qq -e trace=chdir -o /dev/null true 2>/dev/null && : > $S/seccomp) & probe=$!", shq(strace))
+	dirs := []string{"$M"}
+	for i := range mounts {
+		dirs = append(dirs, fmt.Sprintf("$S/u%d $S/w%d", i, i))
+	}
+	w("mkdir -p %s", strings.Join(dirs, " "))
 	for i, mp := range mounts {
 		target := "$M" + shq(mp)
 		if mp == "/" {
 			target = "$M"
 		}
-		w("mkdir -p $S/u%d $S/w%d", i, i)
 		w("mount -t overlay migrate-trace -o lowerdir=%s,upperdir=$S/u%d,workdir=$S/w%d %s || echo 'migrate: overlay on %s failed' >&2", shq(mp), i, i, target, mp)
 	}
 	w("mount -t proc proc $M/proc")
@@ -233,16 +253,15 @@ func traceScript(scratch, out, strace string, argv []string, cwd string, addrs [
 	w("mount --rbind /sys $M/sys 2>/dev/null || true")
 	w("mkdir -p $M/.migrate-trace && mount --bind %s $M/.migrate-trace", shq(out))
 	w("ip link set lo up")
-	w("ip link add migrate0 type dummy 2>/dev/null && ip link set migrate0 up || true")
+	// One ip process for the dummy interface and its addresses; -force
+	// goes on after an error (no dummy driver, an address already there).
+	net := []string{"link add migrate0 type dummy", "link set migrate0 up"}
 	for _, a := range addrs {
-		if ip := net.ParseIP(a); ip != nil && !ip.IsLoopback() && !ip.IsUnspecified() {
-			bits := "32"
-			if ip.To4() == nil {
-				bits = "128"
-			}
-			w("ip addr add %s/%s dev migrate0 2>/dev/null || true", a, bits)
+		if ip := netip(a); ip != "" {
+			net = append(net, "addr add "+ip+" dev migrate0")
 		}
 	}
+	w("printf '%%s\\n' %s | ip -force -batch - >/dev/null 2>&1 || true", shq(strings.Join(net, "\n")))
 	var q []string
 	for _, a := range argv {
 		q = append(q, shq(a))
@@ -252,9 +271,7 @@ func traceScript(scratch, out, strace string, argv []string, cwd string, addrs [
 	}
 	w("set +e")
 	w("exec 3<&0") // an asynchronous list's stdin is /dev/null
-	// --seccomp-bpf stops the tracee only at the traced system calls
-	// (twice as fast a start-up); strace before 5.3 lacks it.
-	w("sb=; %s --seccomp-bpf -f -qq -e trace=chdir -o /dev/null true 2>/dev/null && sb=--seccomp-bpf", shq(strace))
+	w("wait $probe; sb=; [ -e $S/seccomp ] && sb=--seccomp-bpf")
 	w("chroot $M sh -c 'cd \"$1\" 2>/dev/null || cd /; shift; exec \"$@\"' sh %s %s -f $sb -I1 -qq -s 512 -ff -o /.migrate-trace/t -e trace=%%file,%%process,chdir,fchdir -- %s </dev/null >/dev/null 2>&1 3<&- &",
 		shq(cwd), shq(strace), strings.Join(q, " "))
 	// The capture closes our stdin once the trace has settled (see
