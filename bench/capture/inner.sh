@@ -18,7 +18,7 @@ now() { date +%s.%N; }
 since() { echo "$(now) $1" | awk '{printf "%.2f", $1-$2}'; }
 size() { stat -c %s "$1"; }
 mb() { awk -v b="$1" 'BEGIN{printf "%.1f MB", b/1e6}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b>0) printf "%.2f", a/b; else print "-" }'; }
+ratio() { awk -v a="$1" -v b="$2" -v p="${3:-2}" 'BEGIN{ if (b>0) printf "%." p "f", a/b; else print "-" }'; } # a b [decimals]
 
 # tar --zstd of exactly the files in an archive's manifest.
 same_list_tar() { # archive out
@@ -43,23 +43,34 @@ naive() { # out pkgs...
 	echo "$(since "$t0")"
 }
 
+# migrate capture into $3; prints its wall time. $1 names the log.
+capture() { # log capture-args out
+	t0=$(now)
+	"$M" -v capture --from local $2 -o "$3" > /dev/null 2> "$W/$1.err" || { cat "$W/$1.err" >&2; return 1; }
+	since "$t0"
+}
+
+# The capture as it runs by default (traced start-up) and with --trace off,
+# which does what the naive baseline does not either: no tracing.
 bench() { # name capture-args naive-packages
 	name=$1 args=$2 pkgs=$3
-	t0=$(now)
-	"$M" -v capture --from local $args -o "$W/$name.tar.zst" > /dev/null 2> "$W/$name.err" || { cat "$W/$name.err"; return 1; }
-	tc=$(since "$t0")
+	tc=$(capture "$name" "$args" "$W/$name.tar.zst")
 	printf '%-8s phases:' "$name"
 	sed -n 's/.*msg="\{0,1\}\([a-z ]*\)"\{0,1\} .*took=\([0-9.a-zµ]*\).*/ \1 at \2;/p' "$W/$name.err" | tr -d '\n'
 	echo
+	to=$(capture "$name.off" "$args --trace off" "$W/$name.off.tar.zst")
 	sc=$(size "$W/$name.tar.zst")
+	so=$(size "$W/$name.off.tar.zst")
 	tt=$(same_list_tar "$W/$name.tar.zst" "$W/$name.same.tar.zst")
 	st=$(size "$W/$name.same.tar.zst")
+	tto=$(same_list_tar "$W/$name.off.tar.zst" "$W/$name.off.same.tar.zst")
+	sto=$(size "$W/$name.off.same.tar.zst")
 	tn=$(naive "$W/$name.naive.tar.zst" $pkgs)
 	sn=$(size "$W/$name.naive.tar.zst")
-	printf '%-8s migrate capture %6ss %10s | tar --zstd same list %6ss %10s | naive dpkg -L+ldd+tar %6ss %10s\n' \
-		"$name" "$tc" "$(mb "$sc")" "$tt" "$(mb "$st")" "$tn" "$(mb "$sn")"
-	printf '%-8s ratios: time vs naive %sx (target <= 1.5), size vs same-list tar.zst %sx (target <= 1.0), size vs naive %sx\n' \
-		"$name" "$(ratio "$tc" "$tn")" "$(ratio "$sc" "$st")" "$(ratio "$sc" "$sn")"
+	printf '%-8s migrate capture %6ss %10s | --trace off %6ss %10s | tar --zstd same list %6ss %10s | naive dpkg -L+ldd+tar %6ss %10s\n' \
+		"$name" "$tc" "$(mb "$sc")" "$to" "$(mb "$so")" "$tt" "$(mb "$st")" "$tn" "$(mb "$sn")"
+	printf '%-8s ratios: time vs naive %sx traced, %sx --trace off (target <= 1.5); size vs same-list tar.zst %sx traced, %sx --trace off (target <= 1.0); size vs naive %sx\n' \
+		"$name" "$(ratio "$tc" "$tn")" "$(ratio "$to" "$tn")" "$(ratio "$sc" "$st" 4)" "$(ratio "$so" "$sto" 4)" "$(ratio "$sc" "$sn")"
 }
 
 wait_port() { for i in $(seq 300); do nc -z 127.0.0.1 "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 not up" >&2; return 1; }
