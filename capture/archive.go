@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -130,12 +131,13 @@ func isSourceError(err error) bool {
 }
 
 // Write streams the archive for m to w (see Create). It does not close w.
-func Write(w io.Writer, m *Manifest, open Opener) error { return writeArchive(w, m, open, true) }
+func Write(w io.Writer, m *Manifest, open Opener) error { return writeArchive(w, m, open, true, nil) }
 
 // writeArchive is Write; with verify false the bodies open returns are
 // trusted to be those m's checksums were computed from (a capture's own
-// spool), so only their sizes are checked, not their sha256 again.
-func writeArchive(w io.Writer, m *Manifest, open Opener, verify bool) error {
+// spool), so only their sizes are checked, not their sha256 again. Runs of
+// entries that pre compressed already are copied from it.
+func writeArchive(w io.Writer, m *Manifest, open Opener, verify bool, pre *precompressed) error {
 	if err := hashMissing(m, open); err != nil {
 		return err
 	}
@@ -146,7 +148,7 @@ func writeArchive(w io.Writer, m *Manifest, open Opener, verify bool) error {
 	if err != nil {
 		return fmt.Errorf("encode manifest: %w", err)
 	}
-	zw, err := newFramesWriter(w, tarSize(m, len(mj)))
+	zw, err := newFramesWriter(w, tarSize(m, len(mj)), runtime.GOMAXPROCS(0))
 	if err != nil {
 		return fmt.Errorf("zstd: %w", err)
 	}
@@ -159,7 +161,24 @@ func writeArchive(w io.Writer, m *Manifest, open Opener, verify bool) error {
 	if _, err := tw.Write(mj); err != nil {
 		return fmt.Errorf("write manifest: %w", err)
 	}
-	for i := range m.Entries {
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write manifest: %w", err)
+	}
+	ready := pre.claim(m.Entries)
+	for i := 0; i < len(m.Entries); {
+		if seg := ready[i]; seg != nil {
+			b, err := pre.frames(seg)
+			if err != nil {
+				return err
+			}
+			if b != nil {
+				if err := zw.Frames(b); err != nil {
+					return fmt.Errorf("write archive: %w", err)
+				}
+				i += len(seg.keys)
+				continue
+			}
+		}
 		if err := writeEntry(tw, &m.Entries[i], open, verify); err != nil {
 			return err
 		}
@@ -169,6 +188,7 @@ func writeArchive(w io.Writer, m *Manifest, open Opener, verify bool) error {
 		if err := zw.Boundary(); err != nil {
 			return fmt.Errorf("write archive: %w", err)
 		}
+		i++
 	}
 	if err := tw.Close(); err != nil {
 		return fmt.Errorf("write archive: %w", err)

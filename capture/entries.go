@@ -67,6 +67,23 @@ func readAccounts() *accounts {
 func (c *collector) entries(ctx context.Context, acc *accounts, owner func(string) string) ([]Entry, error) {
 	c.addParents()
 	paths := c.sorted()
+	if c.snap != nil {
+		paths = c.snap.pre.arrange(paths)
+	}
+	out, err := c.stat(paths, acc, owner)
+	if err != nil {
+		return nil, err
+	}
+	if c.snap != nil {
+		return out, c.snapAll(ctx, out)
+	}
+	return out, c.hashAll(ctx, out)
+}
+
+// stat turns paths into entries, in that order, without reading bodies: a
+// file's Size is its size at lstat. The first path of a hard-linked inode
+// is its file entry.
+func (c *collector) stat(paths []string, acc *accounts, owner func(string) string) ([]Entry, error) {
 	out := make([]Entry, 0, len(paths))
 	type inode struct{ dev, ino uint64 }
 	links := map[inode]string{}
@@ -121,11 +138,7 @@ func (c *collector) entries(ctx context.Context, acc *accounts, owner func(strin
 		}
 		out = append(out, e)
 	}
-	out = c.dropDanglingLinks(out)
-	if c.snap != nil {
-		return out, c.snapAll(ctx, out)
-	}
-	return out, c.hashAll(ctx, out)
+	return c.dropDanglingLinks(out), nil
 }
 
 // dropDanglingLinks turns hardlinks whose source was skipped into files.
@@ -159,17 +172,17 @@ func eachFile(ctx context.Context, es []Entry, fn func(w, i int) error) ([]error
 		if es[i].Type == TypeFile {
 			errs[i] = fn(w, i)
 		}
-	})
+	}, readWorkers)
 	return errs, ctx.Err()
 }
 
-// parallel calls fn(w, i) for i in [0, n) from readWorkers goroutines (w
-// numbers the goroutine) and returns when all calls have; once ctx is
-// done no more indices are handed out.
-func parallel(ctx context.Context, n int, fn func(w, i int)) {
+// parallel calls fn(w, i) for i in [0, n), handed out in order, from
+// workers goroutines (w numbers the goroutine) and returns when all calls
+// have; once ctx is done no more indices are handed out.
+func parallel(ctx context.Context, n int, fn func(w, i int), workers int) {
 	var wg sync.WaitGroup
 	idx := make(chan int)
-	for w := 0; w < readWorkers; w++ {
+	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()

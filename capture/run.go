@@ -92,12 +92,19 @@ func Collect(ctx context.Context, opts Options) (*Manifest, error) {
 	}
 	startArgv := s.prof.start(s)
 	traced := make(chan traceOutcome, 1)
-	go func() { traced <- runTrace(ctx, opts.Trace, s, startArgv) }()
+	scratch := "" // the trace's scratch: in the spool, so that /tmp's mtime stays as captured
+	if c.snap != nil {
+		scratch = c.snap.dir
+	}
+	go func() { traced <- runTrace(ctx, opts.Trace, s, startArgv, scratch) }()
 	c.fromProcesses(s)
 	c.fromPackages(pk, s)
 	c.fromProfile(s)
 	prefetched := func() {}
-	if c.snap != nil { // copy what is known while the start-up is traced
+	switch { // copy (and compress) what is known while the start-up is traced
+	case c.snap != nil && opts.Trace != TraceOff && opts.Since == nil:
+		prefetched = c.snap.speculate(ctx, c, opts.Include)
+	case c.snap != nil:
 		prefetched = c.snap.prefetch(ctx, c.sorted())
 	}
 	if err := c.applyTrace(<-traced, opts.Trace); err != nil {
@@ -241,8 +248,9 @@ type traceOutcome struct {
 }
 
 // runTrace runs the start-up under strace in throwaway namespaces (see
-// traceStart). It runs concurrently with the rest of the collection.
-func runTrace(ctx context.Context, mode string, s *service, argv []string) traceOutcome {
+// traceStart), with its scratch files in dir ("" for $TMPDIR). It runs
+// concurrently with the rest of the collection.
+func runTrace(ctx context.Context, mode string, s *service, argv []string, dir string) traceOutcome {
 	if mode == TraceOff {
 		return traceOutcome{}
 	}
@@ -254,7 +262,7 @@ func runTrace(ctx context.Context, mode string, s *service, argv []string) trace
 			tcp = append(tcp, p.Port)
 		}
 	}
-	res, err := traceStart(ctx, argv, s.main.Cwd, s.main.Env, addrs, tcp)
+	res, err := traceStart(ctx, dir, argv, s.main.Cwd, s.main.Env, addrs, tcp)
 	return traceOutcome{res, err}
 }
 
@@ -455,7 +463,7 @@ func Run(ctx context.Context, opts Options, w io.Writer) (*Manifest, error) {
 		return nil, err
 	}
 	start := time.Now()
-	if err := writeArchive(w, m, sp.open, false); err != nil {
+	if err := writeArchive(w, m, sp.open, false, sp.pre); err != nil {
 		return nil, fmt.Errorf("send archive: %w", err)
 	}
 	if opts.Logger != nil {

@@ -26,6 +26,7 @@ type spool struct {
 	offs  [readWorkers]int64
 	mu    sync.Mutex
 	loc   map[string]spoolLoc
+	pre   *precompressed // segments compressed during the trace, if any
 }
 
 type spoolLoc struct {
@@ -87,6 +88,9 @@ func spoolError(err error) error {
 }
 
 func (s *spool) close() {
+	if s.pre != nil {
+		s.pre.close()
+	}
 	for _, f := range s.files {
 		if f != nil {
 			f.Close()
@@ -186,9 +190,22 @@ func (s *spool) prefetch(ctx context.Context, paths []string) (wait func()) {
 			if fi, err := os.Lstat(paths[i]); err == nil && fi.Mode().IsRegular() {
 				s.take(w, &Entry{Path: paths[i], Type: TypeFile}) // errors: retried by snapAll
 			}
-		})
+		}, readWorkers)
 	}()
 	return func() { <-done }
+}
+
+// lookup returns where path's body is in the spool.
+func (s *spool) lookup(path string) (spoolLoc, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, ok := s.loc[path]
+	return l, ok
+}
+
+// openLoc returns the spooled body at l.
+func (s *spool) openLoc(l spoolLoc) io.ReadCloser {
+	return io.NopCloser(io.NewSectionReader(s.files[l.file], l.off, l.size))
 }
 
 // open is the Opener that serves bodies from the spool.

@@ -39,8 +39,9 @@ var (
 // and UTS namespaces whose file systems are overlays over the real ones
 // (all writes go to a tmpfs), so the traced copy binds no real port and
 // changes nothing on disk. addrs are the live service's listen addresses,
-// put on a dummy interface so that binding them succeeds.
-func traceStart(ctx context.Context, argv []string, cwd string, env []string, addrs []string, tcpPorts []int) (*traceResult, error) {
+// put on a dummy interface so that binding them succeeds. Its scratch
+// files go into a new directory in dir ("" for $TMPDIR).
+func traceStart(ctx context.Context, dir string, argv []string, cwd string, env []string, addrs []string, tcpPorts []int) (*traceResult, error) {
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("tracing the start-up needs root (namespaces and overlay mounts)")
 	}
@@ -51,7 +52,7 @@ func traceStart(ctx context.Context, argv []string, cwd string, env []string, ad
 	if len(argv) == 0 || argv[0] == "" {
 		return nil, fmt.Errorf("no start command known")
 	}
-	work, err := os.MkdirTemp("", "migrate-trace-")
+	work, err := os.MkdirTemp(dir, "migrate-trace-")
 	if err != nil {
 		return nil, err
 	}

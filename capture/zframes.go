@@ -2,7 +2,6 @@ package capture
 
 import (
 	"io"
-	"runtime"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -44,9 +43,10 @@ type framesWriter struct {
 	err     error
 }
 
-// newFramesWriter returns a framesWriter for a stream of about total bytes.
-func newFramesWriter(w io.Writer, total int64) (*framesWriter, error) {
-	n := runtime.GOMAXPROCS(0)
+// newFramesWriter returns a framesWriter for a stream of about total
+// bytes, compressing on up to workers CPUs.
+func newFramesWriter(w io.Writer, total int64, workers int) (*framesWriter, error) {
+	n := max(workers, 1)
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(n))
 	if err != nil {
 		return nil, err
@@ -80,6 +80,21 @@ func (f *framesWriter) Boundary() error {
 	if f.err == nil && len(f.buf) >= f.size {
 		f.dispatch()
 	}
+	return f.err
+}
+
+// Frames appends complete, already compressed frames; what is buffered
+// becomes a frame of its own first.
+func (f *framesWriter) Frames(b []byte) error {
+	if len(f.buf) > 0 {
+		f.dispatch()
+	}
+	for len(f.pending) > 2*f.workers {
+		f.flushOne() // bound what waits in memory
+	}
+	out := make(chan []byte, 1)
+	out <- b
+	f.pending = append(f.pending, out)
 	return f.err
 }
 

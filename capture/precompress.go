@@ -1,0 +1,317 @@
+package capture
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
+
+// Compression during the traced start-up. The trace mostly waits for the
+// service to settle, so meanwhile the archive is compressed for what is
+// known already: the provisional entries (everything collected before the
+// trace, with the fixed files, their ELF closure and parents), in sorted
+// order, as segments (runs of whole entries, about a frame each) of
+// complete zstd frames kept in the spool. The archive then lists these
+// entries first, in the same order, and what the trace added after them
+// (see arrange), so the trace's additions never split a segment. Writing
+// the archive reuses each segment whose entries are still exactly the
+// same, with the same tar headers and the same spooled bodies; the rest is
+// compressed then. Frames are independent, so the stream is the same kind
+// as a fresh one.
+
+// precompressed is the set of segments compressed ahead of the archive.
+type precompressed struct {
+	sp     *spool
+	f      *os.File // the segments' frames, back to back
+	mu     sync.Mutex
+	end    int64
+	order  []string            // the provisional paths, sorted
+	segs   []*segment          // planned, in order
+	first  map[string]*segment // by the path of their first entry
+	done   chan struct{}       // the compression has ended
+	cancel chan struct{}       // closed by close
+}
+
+// segment is a run of entries to compress as complete frames.
+type segment struct {
+	es     []Entry
+	locs   []spoolLoc
+	keys   []string // entryKey of each entry
+	tar    int64    // size of its tar records
+	off, n int64    // its frames in precompressed.f, once ok
+	ok     bool
+	skip   atomic.Bool   // no longer needed: not compressed if not started
+	done   chan struct{} // closed when compressed, failed or skipped
+}
+
+// entryKey identifies what an entry contributes to the tar stream: its
+// header and, for a file, where its body is in the spool.
+func entryKey(e *Entry, l spoolLoc) string {
+	h := header(e)
+	return fmt.Sprintf("%s\x00%c\x00%o\x00%d\x00%d\x00%s\x00%s\x00%d\x00%d\x00%s\x00%d\x00%d\x00%d\x00%d\x00%d",
+		h.Name, h.Typeflag, h.Mode, h.Uid, h.Gid, h.Uname, h.Gname, h.ModTime.UnixNano(), h.Size, h.Linkname,
+		h.Devmajor, h.Devminor, l.file, l.off, l.size)
+}
+
+// speculate copies the provisional entries' files into the spool (as
+// prefetch does) and then compresses them in the background. copied blocks
+// until the copies are made and the provisional order is known.
+func (s *spool) speculate(ctx context.Context, c *collector, include []string) (copied func()) {
+	cl := c.clone()
+	f, err := os.CreateTemp(s.dir, "frames-")
+	if err != nil {
+		return s.prefetch(ctx, c.sorted())
+	}
+	p := &precompressed{sp: s, f: f, first: map[string]*segment{}, done: make(chan struct{}), cancel: make(chan struct{})}
+	s.pre = p
+	ready := make(chan struct{})
+	go func() {
+		defer close(p.done)
+		es := cl.provisional(include)
+		var files []string
+		for i := range es {
+			p.order = append(p.order, es[i].Path)
+			if es[i].Type == TypeFile {
+				files = append(files, es[i].Path)
+			}
+		}
+		s.prefetch(ctx, files)()
+		p.plan(es)
+		close(ready)
+		p.compress(ctx)
+	}()
+	return func() { <-ready }
+}
+
+// clone returns a copy of c to collect into without touching c.
+func (c *collector) clone() *collector {
+	cl := newCollector(slog.New(slog.DiscardHandler), c.exclude, c.withLogs)
+	for p := range c.items {
+		cl.items[p] = &item{}
+	}
+	maps.Copy(cl.dirCache, c.dirCache)
+	maps.Copy(cl.runtime, c.runtime)
+	maps.Copy(cl.skip, c.skip)
+	cl.acc = c.acc
+	return cl
+}
+
+// provisional completes c as Collect does after the trace and returns its
+// entries (bodies not read), sorted.
+func (c *collector) provisional(include []string) []Entry {
+	c.addFixed(include)
+	c.elfClosure()
+	c.addParents()
+	es, err := c.stat(c.sorted(), c.acc, func(string) string { return "" })
+	if err != nil {
+		return nil
+	}
+	return es
+}
+
+// arrange puts the sorted paths in archive order: those among the
+// provisional paths in that (sorted) order, then the others, sorted. A
+// parent still comes before its children: the provisional paths include
+// their parents. Without precompression the order is unchanged.
+func (p *precompressed) arrange(paths []string) []string {
+	if p == nil || len(p.order) == 0 {
+		return paths
+	}
+	now := make(map[string]bool, len(paths))
+	for _, q := range paths {
+		now[q] = true
+	}
+	out := make([]string, 0, len(paths))
+	early := make(map[string]bool, len(p.order))
+	for _, q := range p.order {
+		if now[q] {
+			out = append(out, q)
+			early[q] = true
+		}
+	}
+	for _, q := range paths {
+		if !early[q] {
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
+// plan cuts es into segments of about a frame each. File entries whose
+// body is not in the spool belong to no segment.
+func (p *precompressed) plan(es []Entry) {
+	locs := make([]spoolLoc, len(es))
+	ok := make([]bool, len(es))
+	var total int64
+	for i := range es {
+		ok[i] = true
+		if es[i].Type == TypeFile {
+			locs[i], ok[i] = p.sp.lookup(es[i].Path)
+			es[i].Size = locs[i].size
+		}
+		total += recordSize(&es[i])
+	}
+	size := int64(frameSize(total, runtime.GOMAXPROCS(0)))
+	for i := 0; i < len(es); {
+		if !ok[i] {
+			i++
+			continue
+		}
+		seg := &segment{done: make(chan struct{})}
+		// Whole entries, cut at the entry boundary nearest to size.
+		for ; i < len(es) && ok[i] && (seg.tar == 0 || seg.tar+recordSize(&es[i])/2 < size); i++ {
+			seg.es = append(seg.es, es[i])
+			seg.locs = append(seg.locs, locs[i])
+			seg.keys = append(seg.keys, entryKey(&es[i], locs[i]))
+			seg.tar += recordSize(&es[i])
+		}
+		p.segs = append(p.segs, seg)
+		p.first[seg.es[0].Path] = seg
+	}
+}
+
+// recordSize is the size of e's tar record without extended headers.
+func recordSize(e *Entry) int64 { return 512 + (e.Size+511)&^511 }
+
+// compress compresses the planned segments in order, one per CPU at a
+// time, each on one CPU.
+func (p *precompressed) compress(ctx context.Context) {
+	handed := make([]bool, len(p.segs))
+	parallel(ctx, len(p.segs), func(_, i int) {
+		seg := p.segs[i]
+		handed[i] = true
+		defer close(seg.done)
+		select {
+		case <-p.cancel:
+			return
+		default:
+		}
+		if !seg.skip.Load() && p.write(seg) == nil {
+			seg.ok = true
+		}
+	}, runtime.GOMAXPROCS(0))
+	for i, seg := range p.segs {
+		if !handed[i] {
+			close(seg.done)
+		}
+	}
+}
+
+// write compresses one segment, the tar records of its entries (no
+// end-of-archive blocks), and appends its frames to p.f.
+func (p *precompressed) write(seg *segment) error {
+	byPath := make(map[string]spoolLoc, len(seg.es))
+	for i := range seg.es {
+		byPath[seg.es[i].Path] = seg.locs[i]
+	}
+	open := func(e *Entry) (io.ReadCloser, error) { return p.sp.openLoc(byPath[e.Path]), nil }
+	workers := 1 // segments are compressed side by side
+	if seg.tar > maxFrame {
+		workers = runtime.GOMAXPROCS(0) // a large file alone: frames side by side
+	}
+	var buf bytes.Buffer
+	zw, err := newFramesWriter(&buf, seg.tar, workers)
+	if err != nil {
+		return err
+	}
+	tw := tar.NewWriter(zw)
+	for i := range seg.es {
+		err = writeEntry(tw, &seg.es[i], open, false)
+		if err == nil {
+			err = tw.Flush()
+		}
+		if err == nil {
+			err = zw.Boundary()
+		}
+		if err != nil {
+			zw.Close()
+			return err
+		}
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, err := p.f.WriteAt(buf.Bytes(), p.end); err != nil {
+		return err
+	}
+	seg.off, seg.n = p.end, int64(buf.Len())
+	p.end += seg.n
+	return nil
+}
+
+// claim returns, by index into es (the archive's entries), the segments
+// whose entries stand there exactly as planned; the others are skipped.
+// It is called once the collection has waited for speculate's copies.
+func (p *precompressed) claim(es []Entry) map[int]*segment {
+	if p == nil {
+		return nil
+	}
+	use := map[int]*segment{}
+	for i := 0; i < len(es); {
+		seg := p.first[es[i].Path]
+		if seg == nil || !p.same(seg, es[i:]) {
+			i++
+			continue
+		}
+		use[i] = seg
+		i += len(seg.keys)
+	}
+	claimed := map[*segment]bool{}
+	for _, seg := range use {
+		claimed[seg] = true
+	}
+	for _, seg := range p.segs {
+		if !claimed[seg] {
+			seg.skip.Store(true)
+		}
+	}
+	return use
+}
+
+// same reports whether es begins with exactly seg's entries.
+func (p *precompressed) same(seg *segment, es []Entry) bool {
+	if len(seg.keys) > len(es) {
+		return false
+	}
+	for k, key := range seg.keys {
+		var l spoolLoc
+		if es[k].Type == TypeFile {
+			l, _ = p.sp.lookup(es[k].Path)
+		}
+		if entryKey(&es[k], l) != key {
+			return false
+		}
+	}
+	return true
+}
+
+// frames waits for seg and returns its compressed frames, or nil if it
+// was not compressed.
+func (p *precompressed) frames(seg *segment) ([]byte, error) {
+	<-seg.done
+	if !seg.ok {
+		return nil, nil
+	}
+	b := make([]byte, seg.n)
+	if _, err := p.f.ReadAt(b, seg.off); err != nil {
+		return nil, spoolError(err)
+	}
+	return b, nil
+}
+
+// close stops the compression, waits for it and closes its file.
+func (p *precompressed) close() {
+	close(p.cancel)
+	<-p.done
+	p.f.Close()
+}
