@@ -338,6 +338,11 @@ func (h *holder) rollback(argv []string) error {
 	if err := h.stopForwarding(); err != nil {
 		return err
 	}
+	// A stop interrupted half-way may have left a file changed for it
+	// (Postfix's master.cf): the old service starts with its own.
+	if err := restorePostfixConfig(filepath.Dir(h.opts.ControlSocket)); err != nil {
+		return err
+	}
 	var files []*os.File
 	nginx := ""
 	for _, ps := range h.ports {
