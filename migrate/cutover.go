@@ -296,6 +296,17 @@ func (s *session) switchOver(ctx context.Context, res *CutoverResult) error {
 	res.Proxy = took.Proxy
 	var base capture.Manifest
 	if err := step(ctx, m, o, StepFinalSync, &res.FinalSync, func(ctx context.Context) (TransferResult, error) {
+		if s.mode() != "http" {
+			// A service that keeps state in its files (a mail queue and
+			// mailboxes, a zone journal) must not work on them while the
+			// final sync replaces them: a queue file shipped before the
+			// mailbox could be delivered by the new Postfix into a
+			// mailbox the sync then overwrites. It serves no one yet;
+			// it is started again in the next step.
+			if _, err := transfer.StopService(ctx, s.new, s.serviceOptions()); err != nil {
+				return TransferResult{}, fmt.Errorf("stop the service on the new host before the final sync: %w", err)
+			}
+		}
 		cur, holds, err := s.rootManifest(ctx)
 		if err != nil {
 			return TransferResult{}, err

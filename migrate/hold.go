@@ -10,9 +10,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/migrate-tool/migrate/internal/takeover"
 )
@@ -112,10 +115,16 @@ func Hold(ctx context.Context, opts HoldOptions, log *slog.Logger) error {
 	h := &holder{opts: opts, log: log, done: make(chan error, 1)}
 	for _, p := range opts.Ports {
 		var ps heldPort
+		// Inherited fds are not close-on-exec: without the flag they
+		// would leak into the old service a rollback starts, and a
+		// listening socket nobody accepts on would take a share of
+		// the connections (SO_REUSEPORT).
 		for _, fd := range p.TCPFDs {
+			syscall.CloseOnExec(fd)
 			ps.tcp = append(ps.tcp, os.NewFile(uintptr(fd), fmt.Sprintf("tcp-%d", fd)))
 		}
 		for _, fd := range p.UDPFDs {
+			syscall.CloseOnExec(fd)
 			ps.udp = append(ps.udp, os.NewFile(uintptr(fd), fmt.Sprintf("udp-%d", fd)))
 		}
 		if len(ps.tcp)+len(ps.udp) == 0 {
@@ -325,10 +334,19 @@ func (h *holder) stopForwarding() error {
 	return nil
 }
 
-// rollback starts argv with the held sockets as fds 3 and up (TCP first):
-// nginx takes them from NGINX="3;4;…", socket-activated services from
-// LISTEN_FDS, so that the queued connections are served by the old
-// service; then the holder exits and its copies close.
+// rollback starts the old service again on the held address, then the
+// holder exits and its copies of the sockets close.
+//
+// nginx takes the held sockets as they are: they are its fds 3 and up
+// (TCP first) and NGINX="3;4;…" names them, so the connections queued
+// meanwhile are served by it. Other daemons (Postfix, BIND) bind afresh.
+// Where the held sockets have SO_REUSEPORT (Postfix and BIND set it), the
+// daemon binds beside them and the holder closes its copies once the
+// daemon listens on every held TCP port: no connection is refused, and
+// those that waited in the holder's queue are reset (SMTP senders and
+// resolvers try again). Without SO_REUSEPORT the daemon could not bind
+// while the holder holds the address, so the copies are closed first: a
+// short window of refused connections.
 func (h *holder) rollback(argv []string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -338,33 +356,99 @@ func (h *holder) rollback(argv []string) error {
 	if err := h.stopForwarding(); err != nil {
 		return err
 	}
-	var files []*os.File
-	nginx := ""
-	for _, ps := range h.ports {
-		for _, f := range ps.tcp {
-			files = append(files, f)
-			nginx += fmt.Sprintf("%d;", 2+len(files))
-		}
+	// A stop interrupted half-way may have left a file changed for it
+	// (Postfix's master.cf): the old service starts with its own.
+	if err := restorePostfixConfig(filepath.Dir(h.opts.ControlSocket)); err != nil {
+		return err
 	}
-	for _, ps := range h.ports {
-		files = append(files, ps.udp...)
-	}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.ExtraFiles = files
-	cmd.Env = append(os.Environ(), "NGINX="+nginx, fmt.Sprintf("LISTEN_FDS=%d", len(files)), "LISTEN_FDNAMES="+filepath.Base(argv[0]))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
 		return err
 	}
 	defer devnull.Close()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
+	inherit := filepath.Base(argv[0]) == "nginx"
+	reuse := h.reusePort()
+	if inherit {
+		nginx := ""
+		for _, ps := range h.ports {
+			for _, f := range ps.tcp {
+				cmd.ExtraFiles = append(cmd.ExtraFiles, f)
+				nginx += fmt.Sprintf("%d;", 2+len(cmd.ExtraFiles))
+			}
+		}
+		cmd.Env = append(os.Environ(), "NGINX="+nginx)
+	} else if !reuse {
+		h.closeSockets()
+	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", argv[0], err)
 	}
 	go cmd.Wait()
-	h.log.Info("rolled back: old service started on the held sockets", "pid", cmd.Process.Pid, "argv", argv)
+	if !inherit && reuse {
+		err := h.waitListening(cmd.Process.Pid, 30*time.Second)
+		h.closeSockets()
+		if err != nil {
+			return err
+		}
+	}
+	h.log.Info("rolled back: old service started", "pid", cmd.Process.Pid, "argv", argv, "inherited_sockets", inherit, "reuseport", reuse)
 	return nil
+}
+
+// reusePort reports whether every held socket has SO_REUSEPORT.
+func (h *holder) reusePort() bool {
+	for _, ps := range h.ports {
+		for _, f := range append(slices.Clone(ps.tcp), ps.udp...) {
+			rc, err := f.SyscallConn()
+			if err != nil {
+				return false
+			}
+			v := 0
+			if err := rc.Control(func(fd uintptr) { v, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT) }); err != nil || v == 0 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// waitListening waits until a process other than this one listens on
+// every held TCP port, or the service started as pid has exited.
+func (h *holder) waitListening(pid int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		missing := 0
+		for i, ps := range h.ports {
+			if len(ps.tcp) == 0 {
+				continue
+			}
+			socks, _ := takeover.Find("/proc", "tcp", h.opts.Ports[i].Port)
+			if !slices.ContainsFunc(socks, func(s takeover.Socket) bool { return s.PID != os.Getpid() }) {
+				missing = h.opts.Ports[i].Port
+			}
+		}
+		if missing == 0 {
+			return nil
+		}
+		if st, ok := readProcStat(pid); !ok || st.zombie {
+			return fmt.Errorf("the old service (pid %d) exited before it listened on port %d", pid, missing)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the old service does not listen on port %d after %v", missing, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// closeSockets closes the holder's copies of the held sockets.
+func (h *holder) closeSockets() {
+	for _, ps := range h.ports {
+		closeAll(ps.tcp)
+		closeAll(ps.udp)
+	}
 }
 
 // HoldControl sends one request to a holding proxy's control socket and

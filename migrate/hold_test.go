@@ -3,6 +3,7 @@ package migrate
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"github.com/migrate-tool/migrate/internal/takeover"
 	"io"
@@ -14,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // echoForwarder answers every connection with "new\n" (a stand-in for the
@@ -39,7 +42,13 @@ func TestHelperOldService(t *testing.T) {
 	if os.Getenv("HOLD_HELPER") != "1" {
 		return
 	}
-	ln, err := net.FileListener(os.NewFile(3, "inherited"))
+	// Like Postfix or BIND: bind afresh (with SO_REUSEPORT when asked),
+	// never take an inherited socket.
+	lc := net.ListenConfig{}
+	if os.Getenv("HOLD_HELPER_REUSEPORT") == "1" {
+		lc.Control = reusePortControl
+	}
+	ln, err := lc.Listen(context.Background(), "tcp", os.Getenv("HOLD_HELPER_ADDR"))
 	if err != nil {
 		os.Exit(3)
 	}
@@ -73,10 +82,29 @@ func ask(t *testing.T, addr string) chan string {
 	return ch
 }
 
+func reusePortControl(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, unix.SO_REUSEPORT, 1) })
+	return errors.Join(err, serr)
+}
+
+// Rollback to a daemon that binds afresh: with SO_REUSEPORT on the held
+// socket it binds beside the holder, which lets go once it listens;
+// without, the holder lets go first.
 func TestHoldReleaseRollback(t *testing.T) {
+	for _, reuse := range []bool{false, true} {
+		t.Run(fmt.Sprintf("reuseport=%v", reuse), func(t *testing.T) { testHoldReleaseRollback(t, reuse) })
+	}
+}
+
+func testHoldReleaseRollback(t *testing.T, reuse bool) {
 	NewForwarder = func(HoldOptions, *slog.Logger) (Forwarder, error) { return echoForwarder{}, nil }
 	defer func() { NewForwarder = nil }()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	lc := net.ListenConfig{}
+	if reuse {
+		lc.Control = reusePortControl
+	}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +123,7 @@ func TestHoldReleaseRollback(t *testing.T) {
 	f.Close()
 	// Hold takes the socket from an fd number: make f's fd the one it uses.
 	dir := t.TempDir()
-	opts := HoldOptions{Ports: []HoldPort{{Port: 1, TCPFDs: []int{fd}, Listen: addr, Backend: "unused", Mode: ModeTCP}}, ControlSocket: filepath.Join(dir, "ctl.sock"), HoldTimeout: time.Minute}
+	opts := HoldOptions{Ports: []HoldPort{{Port: ln.Addr().(*net.TCPAddr).Port, TCPFDs: []int{fd}, Listen: addr, Backend: "unused", Mode: ModeTCP}}, ControlSocket: filepath.Join(dir, "ctl.sock"), HoldTimeout: time.Minute}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
@@ -121,16 +149,30 @@ func TestHoldReleaseRollback(t *testing.T) {
 
 	// Rollback hands the socket to the "old service" and exits.
 	exe, _ := os.Executable()
-	os.Setenv("HOLD_HELPER", "1")
-	defer os.Unsetenv("HOLD_HELPER")
+	t.Setenv("HOLD_HELPER", "1")
+	t.Setenv("HOLD_HELPER_ADDR", addr)
+	t.Setenv("HOLD_HELPER_REUSEPORT", map[bool]string{true: "1", false: "0"}[reuse])
 	if _, err := HoldControl(ctx, opts.ControlSocket, HoldRequest{Cmd: HoldCmdRollback, Argv: []string{exe, "-test.run=^TestHelperOldService$"}}); err != nil {
 		t.Fatalf("rollback: %v", err)
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("Hold after rollback: %v", err)
 	}
-	if s := <-ask(t, addr); s != "old" {
-		t.Fatalf("after rollback: %q", s)
+	if reuse {
+		// The old service listened before the holder let go: answered
+		// at once.
+		if s := <-ask(t, addr); s != "old" {
+			t.Fatalf("after rollback: %q", s)
+		}
+	} else {
+		// The address was free for a moment: refused until it binds.
+		deadline := time.Now().Add(10 * time.Second)
+		for s := <-ask(t, addr); s != "old"; s = <-ask(t, addr) {
+			if !strings.Contains(s, "refused") || time.Now().After(deadline) {
+				t.Fatalf("after rollback: %q", s)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 	// Stop the helper: it is in its own session; find it by the socket.
 	killListener(t, addr)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -108,11 +109,25 @@ func takeOver(ctx context.Context, p TakeoverParams) (*TakeoverResult, error) {
 	}
 	spawnTook := time.Since(start)
 	start = time.Now()
-	stopped, err := stopGracefully(ctx, all, p.StopSignal, p.StopTimeout)
+	stopLog, err := os.OpenFile(filepath.Join(dir, "stop.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		// Give the address back: the old service still runs, so the
-		// holder's copy of the socket can simply go.
-		_, _ = HoldControl(ctx, opts.ControlSocket, HoldRequest{Cmd: HoldCmdStop})
+		return nil, fmt.Errorf("takeover: %w", err)
+	}
+	defer stopLog.Close()
+	var ports []int
+	for _, tp := range p.Ports {
+		ports = append(ports, tp.Port)
+	}
+	stopped, err := stopGracefully(ctx, stopRequest{socks: all, ports: ports, stateDir: dir,
+		signal: p.StopSignal, timeout: p.StopTimeout, log: stopLog})
+	if err != nil {
+		if stopped == nil {
+			// Give the address back: the old service still runs, so
+			// the holder's copy of the socket can simply go.
+			_, _ = HoldControl(ctx, opts.ControlSocket, HoldRequest{Cmd: HoldCmdStop})
+		}
+		// Else the service was stopping: the holder keeps the address
+		// for the rollback to start the old service on it again.
 		return nil, err
 	}
 	first := p.Ports[0]
@@ -238,22 +253,44 @@ var stopSignals = map[string]syscall.Signal{
 	"httpd":   syscall.SIGWINCH,
 }
 
-// stopGracefully signals the main process of the service holding socks and
-// waits until every process that held the socket is gone, escalating to
-// SIGKILL after timeout.
-func stopGracefully(ctx context.Context, socks []takeover.Socket, sigName string, timeout time.Duration) ([]int, error) {
+// stopRequest is what stopGracefully stops and how.
+type stopRequest struct {
+	socks    []takeover.Socket // the service's listening sockets
+	ports    []int             // the ports taken over
+	stateDir string            // where a file changed for the stop is backed up
+	signal   string            // the stop signal, instead of the service's own
+	timeout  time.Duration     // until what still runs is killed (default 30s)
+	log      io.Writer
+}
+
+// stopGracefully stops the service holding socks without cutting the
+// sessions it is serving, and waits until every process of it is gone: the
+// main process and all its descendants, also those reparented on the way,
+// escalating to SIGTERM and then SIGKILL after timeout.
+//
+// The main process gets the service's graceful-stop signal (stopSignals,
+// or the one asked for). Postfix has none; its sessions are let finish
+// first (quiescePostfix), then master gets SIGTERM.
+//
+// What it does is written to log, a line an event. The pids returned are
+// nil when nothing was stopped.
+func stopGracefully(ctx context.Context, r stopRequest) (pids []int, err error) {
+	timeout := r.timeout
 	if timeout == 0 {
 		timeout = 30 * time.Second
 	}
-	var pids []int
-	for _, s := range socks {
-		if !slices.Contains(pids, s.PID) {
-			pids = append(pids, s.PID)
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(r.log, "%s %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+	}
+	var holders []int
+	for _, s := range r.socks {
+		if !slices.Contains(holders, s.PID) {
+			holders = append(holders, s.PID)
 		}
 	}
-	main := pids[0]
-	for _, pid := range pids {
-		if !slices.Contains(pids, parentOf(pid)) {
+	main := holders[0]
+	for _, pid := range holders {
+		if !slices.Contains(holders, parentOf(pid)) {
 			main = pid
 			break
 		}
@@ -262,34 +299,199 @@ func stopGracefully(ctx context.Context, socks []takeover.Socket, sigName string
 	if s, ok := stopSignals[exeName(main)]; ok {
 		sig = s
 	}
-	if sigName != "" {
-		n, err := parseSignal(sigName)
+	if r.signal != "" {
+		n, err := parseSignal(r.signal)
 		if err != nil {
 			return nil, err
 		}
 		sig = n
 	}
-	if err := syscall.Kill(main, sig); err != nil {
-		return nil, fmt.Errorf("stop old service (pid %d): %w", main, err)
-	}
+	tree := newProcTree(main, holders)
 	deadline := time.Now().Add(timeout)
+	if r.signal == "" && isPostfixMaster(main) {
+		logf("stopping postfix (master pid %d); its processes %s", main, tree.describe(tree.pids()))
+		restore, err := quiescePostfix(tree, main, r.ports, r.stateDir, deadline, logf)
+		if err != nil {
+			return nil, err
+		}
+		defer func() {
+			if rerr := restore(); rerr != nil {
+				logf("postfix: %v", rerr)
+				err = errors.Join(err, hint.With(rerr, "put master.cf back by hand before the old Postfix starts again"))
+			} else {
+				logf("postfix: master.cf put back")
+			}
+		}()
+		deadline = time.Now().Add(5 * time.Second) // the sessions are over: master and its helpers exit at once
+	}
+	logf("stopping %s: %v to pid %d; its processes %s", exeName(main), sig, main, tree.describe(tree.alive()))
+	if err := syscall.Kill(main, sig); err != nil {
+		return tree.pids(), fmt.Errorf("stop old service (pid %d): %w", main, err)
+	}
+	escalated := syscall.Signal(0)
 	for {
-		alive := slices.DeleteFunc(slices.Clone(pids), func(p int) bool { return !running(p) })
+		alive := tree.alive()
 		if len(alive) == 0 {
-			return pids, nil
+			logf("stopped: all %d processes gone", len(tree.order))
+			return tree.pids(), nil
 		}
 		if time.Now().After(deadline) {
-			for _, p := range alive {
-				syscall.Kill(p, syscall.SIGKILL)
+			// Whatever still runs now is stuck: SIGTERM, then 2s
+			// later SIGKILL.
+			next := syscall.SIGTERM
+			if escalated == syscall.SIGTERM {
+				next = syscall.SIGKILL
 			}
-			return pids, nil
+			if escalated != syscall.SIGKILL {
+				logf("still running after the timeout, sending %v: %s", next, tree.describe(alive))
+				for _, p := range alive {
+					syscall.Kill(p, next)
+				}
+				escalated = next
+				deadline = time.Now().Add(2 * time.Second)
+			} else {
+				return tree.pids(), nil // in uninterruptible sleep: dead once it wakes
+			}
 		}
 		select {
 		case <-ctx.Done():
-			return pids, ctx.Err()
+			return tree.pids(), ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// isPostfixMaster reports whether pid runs Postfix's master(8): an
+// executable named master beside Postfix's smtpd and postfix-script.
+func isPostfixMaster(pid int) bool {
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil || filepath.Base(exe) != "master" {
+		return false
+	}
+	root := fmt.Sprintf("/proc/%d/root", pid)
+	for _, f := range []string{"smtpd", "postfix-script"} {
+		if _, err := os.Stat(filepath.Join(root, filepath.Dir(exe), f)); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// procTree is a service's processes: each known by pid and start time, so
+// a reused pid is not mistaken for one of them.
+type procTree struct {
+	procs map[int]uint64 // pid -> start time
+	order []int
+}
+
+// newProcTree records root, extra and all their descendants.
+func newProcTree(root int, extra []int) *procTree {
+	t := &procTree{procs: map[int]uint64{}}
+	for _, pid := range append([]int{root}, extra...) {
+		if st, ok := readProcStat(pid); ok {
+			t.add(pid, st.start)
+		}
+	}
+	t.grow()
+	return t
+}
+
+func (t *procTree) add(pid int, start uint64) {
+	if _, ok := t.procs[pid]; !ok {
+		t.procs[pid] = start
+		t.order = append(t.order, pid)
+	}
+}
+
+// grow adds every running process whose parent is in the tree, until none
+// is left to add (a child forked while the service stops is waited for
+// too).
+func (t *procTree) grow() {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
+	children := map[int][]int{}
+	stats := map[int]procStat{}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if st, ok := readProcStat(pid); ok {
+			children[st.ppid] = append(children[st.ppid], pid)
+			stats[pid] = st
+		}
+	}
+	queue := slices.Clone(t.order)
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		if st, ok := stats[p]; !ok || st.start != t.procs[p] {
+			continue // gone, or the pid now belongs to another process
+		}
+		for _, c := range children[p] {
+			if _, ok := t.procs[c]; !ok {
+				t.add(c, stats[c].start)
+				queue = append(queue, c)
+			}
+		}
+	}
+}
+
+// alive returns the tree's processes still running (zombies count as gone).
+func (t *procTree) alive() []int {
+	t.grow()
+	var out []int
+	for _, pid := range t.order {
+		if st, ok := readProcStat(pid); ok && st.start == t.procs[pid] && !st.zombie {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+func (t *procTree) pids() []int { return slices.Clone(t.order) }
+
+// describe names pids with their command names: "123 (smtpd), 124 (qmgr)".
+func (t *procTree) describe(pids []int) string {
+	var b strings.Builder
+	for i, p := range pids {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", p))
+		fmt.Fprintf(&b, "%d (%s)", p, strings.TrimSpace(string(comm)))
+	}
+	return b.String()
+}
+
+type procStat struct {
+	ppid   int
+	start  uint64
+	zombie bool
+}
+
+// readProcStat reads a process's parent, start time and state from
+// /proc/PID/stat.
+func readProcStat(pid int) (procStat, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return procStat{}, false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return procStat{}, false
+	}
+	f := strings.Fields(s[i+1:])
+	// f[0] is field 3 (state), f[1] field 4 (ppid), f[19] field 22 (starttime).
+	if len(f) < 20 {
+		return procStat{}, false
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	start, _ := strconv.ParseUint(f[19], 10, 64)
+	return procStat{ppid: ppid, start: start, zombie: f[0] == "Z" || f[0] == "X"}, true
 }
 
 func parseSignal(name string) (syscall.Signal, error) {
@@ -310,30 +512,9 @@ func parseSignal(name string) (syscall.Signal, error) {
 	return 0, hint.With(fmt.Errorf("unknown stop signal %q", name), "use TERM, QUIT, INT, HUP, WINCH or USR1")
 }
 
-// running reports whether pid exists and is not a zombie.
-func running(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
-}
-
 func parentOf(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	f := strings.Fields(s[i+1:])
-	if len(f) < 2 {
-		return 0
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	return ppid
+	st, _ := readProcStat(pid)
+	return st.ppid
 }
 
 func exeName(pid int) string {

@@ -87,9 +87,59 @@ func Find(procRoot, proto string, port int) ([]Socket, error) {
 	return out, nil
 }
 
-// scanNet adds the inodes of sockets listening on port (TCP state 0A, or
-// any bound UDP socket) from one /proc/net table.
-func scanNet(path, proto string, port int, inodes map[uint64]string) error {
+// Connections returns the inodes of the accepted TCP connections whose
+// local port is port (any state but LISTEN, held by some process: a
+// connection still in a listening socket's accept queue has no inode and
+// is not counted). procRoot is normally "/proc".
+func Connections(procRoot string, port int) (map[uint64]bool, error) {
+	out := map[uint64]bool{}
+	for _, f := range []string{"net/tcp", "net/tcp6"} {
+		err := eachNet(filepath.Join(procRoot, f), func(local, state string, ino uint64) {
+			if state != "0A" && localPort(local) == port {
+				out[ino] = true
+			}
+		})
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// SocketInodes returns the socket inodes among a process's open files.
+func SocketInodes(procRoot string, pid int) []uint64 {
+	fdDir := filepath.Join(procRoot, strconv.Itoa(pid), "fd")
+	fds, err := os.ReadDir(fdDir)
+	if err != nil {
+		return nil
+	}
+	var out []uint64
+	for _, fd := range fds {
+		link, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
+		if err != nil || !strings.HasPrefix(link, "socket:[") {
+			continue
+		}
+		if ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 64); err == nil {
+			out = append(out, ino)
+		}
+	}
+	return out
+}
+
+func localPort(local string) int {
+	i := strings.LastIndexByte(local, ':')
+	if i < 0 {
+		return -1
+	}
+	p, err := strconv.ParseUint(local[i+1:], 16, 16)
+	if err != nil {
+		return -1
+	}
+	return int(p)
+}
+
+// eachNet calls fn for every socket with an inode in one /proc/net table.
+func eachNet(path string, fn func(local, state string, ino uint64)) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -102,25 +152,23 @@ func scanNet(path, proto string, port int, inodes map[uint64]string) error {
 		if len(fields) < 10 {
 			continue
 		}
-		local, state := fields[1], fields[3]
-		if proto == "tcp" && state != "0A" {
-			continue
-		}
-		i := strings.LastIndexByte(local, ':')
-		if i < 0 {
-			continue
-		}
-		p, err := strconv.ParseUint(local[i+1:], 16, 16)
-		if err != nil || int(p) != port {
-			continue
-		}
 		ino, err := strconv.ParseUint(fields[9], 10, 64)
 		if err != nil || ino == 0 {
 			continue
 		}
-		inodes[ino] = local
+		fn(fields[1], fields[3], ino)
 	}
 	return sc.Err()
+}
+
+// scanNet adds the inodes of sockets listening on port (TCP state 0A, or
+// any bound UDP socket) from one /proc/net table.
+func scanNet(path, proto string, port int, inodes map[uint64]string) error {
+	return eachNet(path, func(local, state string, ino uint64) {
+		if (proto != "tcp" || state == "0A") && localPort(local) == port {
+			inodes[ino] = local
+		}
+	})
 }
 
 // Dup returns a duplicate of the process's socket, owned by this process.

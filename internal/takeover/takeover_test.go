@@ -148,3 +148,45 @@ func TestFindSelf(t *testing.T) {
 		t.Fatalf("found %+v, want our pid %d", socks, os.Getpid())
 	}
 }
+
+// An accepted connection is counted and found among the process's
+// sockets; one still in the accept queue is not.
+func TestConnections(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	queued, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer queued.Close()
+	conns, err := Connections("/proc", port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(conns) != 0 {
+		t.Fatalf("a connection not yet accepted counted: %v", conns)
+	}
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	conns, err = Connections("/proc", port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(conns) != 1 {
+		t.Fatalf("connections on port %d: %v, want the accepted one", port, conns)
+	}
+	found := false
+	for _, ino := range SocketInodes("/proc", os.Getpid()) {
+		found = found || conns[ino]
+	}
+	if !found {
+		t.Error("the accepted connection's inode is not among this process's sockets")
+	}
+}
