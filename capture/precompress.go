@@ -36,8 +36,8 @@ type precompressed struct {
 	order  []string            // the provisional paths, sorted
 	segs   []*segment          // planned, in order
 	first  map[string]*segment // by the path of their first entry
-	done   chan struct{}       // the compression has ended
-	cancel chan struct{}       // closed by close
+	done   chan struct{}       // the copies and compression have ended
+	cancel context.CancelFunc  // ends them early
 }
 
 // segment is a run of entries to compress as complete frames.
@@ -70,7 +70,8 @@ func (s *spool) speculate(ctx context.Context, c *collector, include []string) (
 	if err != nil {
 		return s.prefetch(ctx, c.sorted())
 	}
-	p := &precompressed{sp: s, f: f, first: map[string]*segment{}, done: make(chan struct{}), cancel: make(chan struct{})}
+	ctx, cancel := context.WithCancel(ctx)
+	p := &precompressed{sp: s, f: f, first: map[string]*segment{}, done: make(chan struct{}), cancel: cancel}
 	s.pre = p
 	ready := make(chan struct{})
 	go func() {
@@ -189,12 +190,7 @@ func (p *precompressed) compress(ctx context.Context) {
 		seg := p.segs[i]
 		handed[i] = true
 		defer close(seg.done)
-		select {
-		case <-p.cancel:
-			return
-		default:
-		}
-		if !seg.skip.Load() && p.write(seg) == nil {
+		if ctx.Err() == nil && !seg.skip.Load() && p.write(seg) == nil {
 			seg.ok = true
 		}
 	}, runtime.GOMAXPROCS(0))
@@ -309,9 +305,10 @@ func (p *precompressed) frames(seg *segment) ([]byte, error) {
 	return b, nil
 }
 
-// close stops the compression, waits for it and closes its file.
+// close stops the copies and compression, waits for them and closes the
+// frames' file.
 func (p *precompressed) close() {
-	close(p.cancel)
+	p.cancel()
 	<-p.done
 	p.f.Close()
 }
