@@ -75,6 +75,7 @@ func (c *collector) entries(ctx context.Context, acc *accounts, owner func(strin
 		return nil, err
 	}
 	if c.snap != nil {
+		c.snap.pre.keepDirTimes(out)
 		return out, c.snapAll(ctx, out)
 	}
 	return out, c.hashAll(ctx, out)

@@ -34,6 +34,7 @@ type precompressed struct {
 	mu     sync.Mutex
 	end    int64
 	order  []string            // the provisional paths, sorted
+	dirs   map[string]Entry    // the provisional directory entries
 	segs   []*segment          // planned, in order
 	first  map[string]*segment // by the path of their first entry
 	done   chan struct{}       // the copies and compression have ended
@@ -78,10 +79,14 @@ func (s *spool) speculate(ctx context.Context, c *collector, include []string) (
 		defer close(p.done)
 		es := cl.provisional(include)
 		var files []string
+		p.dirs = map[string]Entry{}
 		for i := range es {
 			p.order = append(p.order, es[i].Path)
-			if es[i].Type == TypeFile {
+			switch es[i].Type {
+			case TypeFile:
 				files = append(files, es[i].Path)
+			case TypeDir:
+				p.dirs[es[i].Path] = es[i]
 			}
 		}
 		s.prefetch(ctx, files)()
@@ -144,6 +149,23 @@ func (p *precompressed) arrange(paths []string) []string {
 		}
 	}
 	return out
+}
+
+// keepDirTimes gives each directory of es that was already seen
+// provisionally, with the same mode and owner, the mtime it had then: a
+// directory's mtime is recorded when the capture first saw it. Busy
+// directories (a mail queue, /tmp) change it all the time, which would
+// otherwise spoil their compressed segment.
+func (p *precompressed) keepDirTimes(es []Entry) {
+	if p == nil {
+		return
+	}
+	for i := range es {
+		e := &es[i]
+		if d, ok := p.dirs[e.Path]; ok && e.Type == TypeDir && d.Mode == e.Mode && d.UID == e.UID && d.GID == e.GID {
+			e.MTime = d.MTime
+		}
+	}
 }
 
 // plan cuts es into segments of about a frame each. File entries whose

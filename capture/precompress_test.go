@@ -56,12 +56,19 @@ func TestPrecompressReuse(t *testing.T) {
 	for _, p := range paths {
 		c.mark(p, "test")
 	}
-	es, err := c.stat(paths, c.acc, func(string) string { return "" })
+	c.addParents()
+	es, err := c.stat(c.sorted(), c.acc, func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
 	}
 	sp.prefetch(ctx, paths)()
-	p := &precompressed{sp: sp, first: map[string]*segment{}, done: make(chan struct{}), cancel: func() {}}
+	p := &precompressed{sp: sp, first: map[string]*segment{}, dirs: map[string]Entry{}, done: make(chan struct{}), cancel: func() {}}
+	for _, e := range es {
+		p.order = append(p.order, e.Path)
+		if e.Type == TypeDir {
+			p.dirs[e.Path] = e
+		}
+	}
 	if p.f, err = os.CreateTemp(sp.dir, "frames-"); err != nil {
 		t.Fatal(err)
 	}
@@ -74,18 +81,26 @@ func TestPrecompressReuse(t *testing.T) {
 	close(p.done)
 
 	// One file changes after it was compressed: its segment is recompressed.
+	// A file appears in the first segment's directory: it goes after the
+	// provisional entries, and the directory keeps the mtime seen first.
 	changed := paths[len(paths)-1]
 	if err := os.WriteFile(changed, []byte("changed"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	os.Chtimes(changed, time.Now().Add(time.Hour), time.Now().Add(time.Hour))
+	added := filepath.Join(d, "added")
+	if err := os.WriteFile(added, []byte("new"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chtimes(d, time.Now().Add(2*time.Hour), time.Now().Add(2*time.Hour))
+	c.mark(added, "test")
 	c.snap = sp
-	final, err := c.stat(paths, c.acc, func(string) string { return "" })
+	final, err := c.entries(ctx, c.acc, func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.snapAll(ctx, final); err != nil {
-		t.Fatal(err)
+	if last := final[len(final)-1].Path; last != added {
+		t.Fatalf("last entry %s, want the added %s", last, added)
 	}
 	m := &Manifest{Version: ManifestVersion, Kind: KindFull, Created: time.Now(), Entries: final}
 	var buf bytes.Buffer
@@ -108,7 +123,7 @@ func TestPrecompressReuse(t *testing.T) {
 		n++
 		return nil
 	})
-	if err != nil || n != len(paths) {
+	if err != nil || n != len(final) {
 		t.Fatalf("walk: %d entries, %v", n, err)
 	}
 }
