@@ -6,17 +6,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/migrate-tool/migrate/internal/testenv"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/migrate-tool/migrate/internal/testbed"
+	"github.com/migrate-tool/migrate/internal/testenv"
 )
 
 // The e2e tests run real BIND 9, Unbound and Knot DNS on loopback with
@@ -102,43 +103,6 @@ func freePort(t *testing.T, addrs ...string) int {
 	return 0
 }
 
-// startDaemon runs argv in the background until the test ends.
-func startDaemon(t *testing.T, dir, name string, stop func() error, argv ...string) {
-	t.Helper()
-	logf, err := os.Create(filepath.Join(dir, name+".log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if stop != nil {
-			stop()
-		}
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		logf.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			if len(b) > 4000 {
-				b = b[len(b)-4000:]
-			}
-			t.Logf("%s log:\n%s", name, b)
-		}
-	})
-}
-
 // waitSOA polls server until it answers the zone's SOA authoritatively.
 func waitSOA(t *testing.T, server string, recurse bool) uint32 {
 	t.Helper()
@@ -220,9 +184,9 @@ options { directory "%[1]s/secondary"; pid-file "named.pid"; session-keyfile "se
 zone "example.test" { type secondary; primaries { 127.0.0.1 port %[3]d key migrate-key; }; file "example.test.db"; };
 `, d, p2, p1))
 	writeFile(t, d+"/primary/example.test.db", zoneText)
-	startDaemon(t, d, "named-primary", nil, "named", "-g", "-c", d+"/primary/named.conf")
+	testbed.StartDaemon(t, d, "named-primary", nil, "named", "-g", "-c", d+"/primary/named.conf")
 	waitSOA(t, b.primary, false)
-	startDaemon(t, d, "named-secondary", nil, "named", "-g", "-c", d+"/secondary/named.conf")
+	testbed.StartDaemon(t, d, "named-secondary", nil, "named", "-g", "-c", d+"/secondary/named.conf")
 	waitSOA(t, b.secondary, false)
 	startUnbound(t, b, p3, []string{b.primary, b.secondary})
 	var err error
@@ -292,7 +256,7 @@ func startUnbound(t *testing.T, b *bed, port int, forward []string) {
 forward-zone:
   name: "example.test"
 %[3]s`, b.dir, port, fw.String()))
-	startDaemon(t, b.dir, "unbound", nil, "unbound", "-d", "-c", b.dir+"/unbound/unbound.conf")
+	testbed.StartDaemon(t, b.dir, "unbound", nil, "unbound", "-d", "-c", b.dir+"/unbound/unbound.conf")
 	waitSOA(t, b.resolver, true)
 }
 

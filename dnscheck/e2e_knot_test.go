@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/migrate-tool/migrate/internal/testbed"
 )
 
 // startKnot starts a Knot DNS primary on 127.0.0.1 and a secondary on
@@ -86,9 +88,9 @@ zone:
 	writeFile(t, d+"/kp/example.test.zone", zoneText)
 	writeFile(t, d+"/kp/db/.keep", "")
 	writeFile(t, d+"/ks/db/.keep", "")
-	startDaemon(t, d, "knot-primary", nil, "knotd", "-c", d+"/kp/knot.conf")
+	testbed.StartDaemon(t, d, "knot-primary", nil, "knotd", "-c", d+"/kp/knot.conf")
 	waitSOA(t, b.primary, false)
-	startDaemon(t, d, "knot-secondary", nil, "knotd", "-c", d+"/ks/knot.conf")
+	testbed.StartDaemon(t, d, "knot-secondary", nil, "knotd", "-c", d+"/ks/knot.conf")
 	waitSOA(t, b.secondary, false)
 	var err error
 	if b.key, err = LoadKey(b.keyFile); err != nil {

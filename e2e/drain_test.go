@@ -10,12 +10,10 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -101,27 +99,7 @@ forward-zone:
 	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("unbound", "-d", "-c", cf)
-	logf, err := os.Create(filepath.Join(dir, "unbound.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		logf.Close()
-	})
+	testbed.StartDaemon(t, dir, "unbound", nil, "unbound", "-d", "-c", cf)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	pdWait(t, "unbound answering", 15*time.Second, func() error {
 		_, err := pdLookupRD(addr, "www.example.test.")

@@ -14,7 +14,6 @@ import (
 	"regexp"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -148,27 +147,7 @@ options { directory "%[1]s/secondary"; pid-file "named.pid"; session-keyfile "se
 zone "example.test" { type secondary; primaries { 127.0.0.1 port %[2]d key migrate-key; }; file "example.test.db"; };
 `, b.Dir, b.primPort, b.secPort))
 	for _, role := range []string{"primary", "secondary"} {
-		cmd := exec.Command("named", "-g", "-c", filepath.Join(b.Dir, role, "named.conf"))
-		logf, err := os.Create(filepath.Join(b.Dir, role+".log"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() { cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(5 * time.Second):
-				cmd.Process.Kill()
-				<-done
-			}
-			logf.Close()
-		})
+		testbed.StartDaemon(t, b.Dir, role, nil, "named", "-g", "-c", filepath.Join(b.Dir, role, "named.conf"))
 	}
 	for _, s := range []string{b.Primary, b.Second} {
 		pdWait(t, "BIND "+s+" serving www", 15*time.Second, func() error {
