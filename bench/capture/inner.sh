@@ -56,7 +56,8 @@ bench() { # name capture-args naive-packages
 	name=$1 args=$2 pkgs=$3
 	tc=$(capture "$name" "$args" "$W/$name.tar.zst")
 	printf '%-8s phases:' "$name"
-	sed -n 's/.*msg="\{0,1\}\([a-z ]*\)"\{0,1\} .*took=\([0-9.a-zµ]*\).*/ \1 at \2;/p' "$W/$name.err" | tr -d '\n'
+	sed -n 's/.*msg="\{0,1\}\([a-z ]*\)"\{0,1\} .*took=\([0-9.a-zµ]*\).*/ \1 at \2;/p' "$W/$name.err" |
+		sed 's/archive written at/archive written in/' | tr -d '\n'
 	echo
 	to=$(capture "$name.off" "$args --trace off" "$W/$name.off.tar.zst")
 	sc=$(size "$W/$name.tar.zst")
