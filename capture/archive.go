@@ -148,7 +148,8 @@ func writeArchive(w io.Writer, m *Manifest, open Opener, verify bool, pre *preco
 	if err != nil {
 		return fmt.Errorf("encode manifest: %w", err)
 	}
-	zw, err := newFramesWriter(w, tarSize(m, len(mj)), runtime.GOMAXPROCS(0))
+	cpus := runtime.GOMAXPROCS(0)
+	zw, err := newFramesWriter(w, frameSize(tarSize(m, len(mj)), cpus), cpus)
 	if err != nil {
 		return fmt.Errorf("zstd: %w", err)
 	}

@@ -39,6 +39,7 @@ type precompressed struct {
 	first  map[string]*segment // by the path of their first entry
 	done   chan struct{}       // the copies and compression have ended
 	cancel context.CancelFunc  // ends them early
+	cpus   chan struct{}       // frames encoded at once, over all segments
 }
 
 // segment is a run of entries to compress as complete frames.
@@ -204,9 +205,13 @@ func (p *precompressed) plan(es []Entry) {
 // recordSize is the size of e's tar record without extended headers.
 func recordSize(e *Entry) int64 { return 512 + (e.Size+511)&^511 }
 
-// compress compresses the planned segments in order, one per CPU at a
-// time, each on one CPU.
+// compress compresses the planned segments in order. Their frames share
+// one encoder per CPU, so that a segment split into several frames (a
+// large file) and the segments around it keep every CPU busy; one more
+// segment than CPUs is read at a time, so the next frame is ready.
 func (p *precompressed) compress(ctx context.Context) {
+	cpus := runtime.GOMAXPROCS(0)
+	p.cpus = make(chan struct{}, cpus)
 	handed := make([]bool, len(p.segs))
 	parallel(ctx, len(p.segs), func(_, i int) {
 		seg := p.segs[i]
@@ -215,7 +220,7 @@ func (p *precompressed) compress(ctx context.Context) {
 		if ctx.Err() == nil && !seg.skip.Load() && p.write(seg) == nil {
 			seg.ok = true
 		}
-	}, runtime.GOMAXPROCS(0))
+	}, cpus+1)
 	for i, seg := range p.segs {
 		if !handed[i] {
 			close(seg.done)
@@ -231,15 +236,13 @@ func (p *precompressed) write(seg *segment) error {
 		byPath[seg.es[i].Path] = seg.locs[i]
 	}
 	open := func(e *Entry) (io.ReadCloser, error) { return p.sp.openLoc(byPath[e.Path]), nil }
-	workers := 1 // segments are compressed side by side
-	if seg.tar > maxFrame {
-		workers = runtime.GOMAXPROCS(0) // a large file alone: frames side by side
-	}
 	var buf bytes.Buffer
-	zw, err := newFramesWriter(&buf, seg.tar, workers)
+	// One frame, or frames of up to maxFrame and a quarter for a large file.
+	zw, err := newFramesWriter(&buf, frameSize(seg.tar, 1), cap(p.cpus))
 	if err != nil {
 		return err
 	}
+	zw.cpus = p.cpus
 	tw := tar.NewWriter(zw)
 	for i := range seg.es {
 		err = writeEntry(tw, &seg.es[i], open, false)

@@ -36,23 +36,24 @@ func frameSize(total int64, workers int) int {
 type framesWriter struct {
 	w       io.Writer
 	enc     *zstd.Encoder
-	size    int // frame size aimed at; a frame is cut mid-entry at a quarter more
+	size    int // frame size aimed at, cut at the first entry boundary past it
+	max     int // a frame is cut mid-entry at this size: size and a quarter
 	buf     []byte
 	pending []chan []byte
 	workers int
+	cpus    chan struct{} // if set, shared by several writers: one token per frame being encoded
 	err     error
 }
 
-// newFramesWriter returns a framesWriter for a stream of about total
-// bytes, compressing on up to workers CPUs.
-func newFramesWriter(w io.Writer, total int64, workers int) (*framesWriter, error) {
+// newFramesWriter returns a framesWriter aiming at frames of size bytes
+// (see frameSize), encoding up to workers of them at once.
+func newFramesWriter(w io.Writer, size, workers int) (*framesWriter, error) {
 	n := max(workers, 1)
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(n))
 	if err != nil {
 		return nil, err
 	}
-	size := frameSize(total, n)
-	return &framesWriter{w: w, enc: enc, workers: n, size: size, buf: make([]byte, 0, size+size/4)}, nil
+	return &framesWriter{w: w, enc: enc, workers: n, size: size, max: size + size/4, buf: make([]byte, 0, size+size/4)}, nil
 }
 
 func (f *framesWriter) Write(p []byte) (int, error) {
@@ -61,10 +62,10 @@ func (f *framesWriter) Write(p []byte) (int, error) {
 	}
 	n := len(p)
 	for len(p) > 0 {
-		k := min(f.size+f.size/4-len(f.buf), len(p))
+		k := min(f.max-len(f.buf), len(p))
 		f.buf = append(f.buf, p[:k]...)
 		p = p[k:]
-		if len(f.buf) == f.size+f.size/4 {
+		if len(f.buf) == f.max {
 			f.dispatch()
 			if f.err != nil {
 				return 0, f.err
@@ -105,10 +106,16 @@ func (f *framesWriter) dispatch() {
 		f.flushOne()
 	}
 	chunk := f.buf
-	f.buf = make([]byte, 0, f.size+f.size/4)
+	f.buf = make([]byte, 0, f.max)
 	out := make(chan []byte, 1)
 	f.pending = append(f.pending, out)
-	go func() { out <- f.enc.EncodeAll(chunk, make([]byte, 0, len(chunk)/2)) }()
+	go func() {
+		if f.cpus != nil {
+			f.cpus <- struct{}{}
+			defer func() { <-f.cpus }()
+		}
+		out <- f.enc.EncodeAll(chunk, make([]byte, 0, len(chunk)/2))
+	}()
 }
 
 func (f *framesWriter) flushOne() {
