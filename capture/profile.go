@@ -64,12 +64,15 @@ var profiles = map[string]*profile{
 		data: postfixData},
 	"apache2": {name: "apache2", procs: []string{"apache2"},
 		packages: []string{"apache2", "apache2-bin", "apache2-data"},
-		config:   func(s *service) []string { return []string{"/etc/apache2"} },
-		start: func(s *service) []string {
-			return []string{exeOr(s.main, "/usr/sbin/apache2"), "-DFOREGROUND"}
+		config: func(s *service) []string {
+			if d := apacheConfDir(s); d != "/etc/apache2" {
+				return []string{"/etc/apache2", d}
+			}
+			return []string{"/etc/apache2"}
 		},
-		stop: func(s *service) []string { return nil },
-		data: apacheData},
+		start: apacheStart,
+		stop:  func(s *service) []string { return nil },
+		data:  apacheData},
 }
 
 var aliases = map[string]string{"named": "bind9", "bind": "bind9", "master": "postfix", "httpd": "apache2"}
@@ -311,11 +314,45 @@ func hasComment(s string, cs []string) bool {
 	return false
 }
 
-// --- apache2 (docroots only) ---
+// --- apache2 ---
+
+// apacheConfDir is the running Apache's server root: -d DIR, or
+// APACHE_CONFDIR as Debian's apache2ctl sets it, or /etc/apache2.
+func apacheConfDir(s *service) string {
+	if d := s.main.arg("-d"); d != "" {
+		return filepath.Clean(d)
+	}
+	if d := s.main.env("APACHE_CONFDIR"); d != "" {
+		return filepath.Clean(d)
+	}
+	return "/etc/apache2"
+}
+
+// apacheStart starts Apache in the foreground the way Debian does: through
+// apache2ctl, which reads the server root's envvars (APACHE_RUN_USER,
+// APACHE_RUN_DIR, … that apache2.conf needs) and creates the run and lock
+// directories. apache2 alone, without them, refuses its configuration.
+func apacheStart(s *service) []string {
+	exe := exeOr(s.main, "/usr/sbin/apache2")
+	ctl := filepath.Join(filepath.Dir(exe), "apache2ctl")
+	if _, err := os.Stat(ctl); err != nil {
+		return []string{exe, "-d", apacheConfDir(s), "-DFOREGROUND"}
+	}
+	argv := []string{ctl, "-DFOREGROUND"}
+	if d := apacheConfDir(s); d != "/etc/apache2" {
+		// apache2ctl takes the server root (and its envvars) from the
+		// environment.
+		argv = append([]string{"/usr/bin/env", "APACHE_CONFDIR=" + d}, argv...)
+	}
+	return argv
+}
 
 func apacheData(c *collector, s *service) {
 	c.user("www-data")
-	filepath.WalkDir("/etc/apache2", func(p string, d os.DirEntry, err error) error {
+	if u := s.main.env("APACHE_RUN_USER"); u != "" && u != "www-data" {
+		c.user(u)
+	}
+	filepath.WalkDir(apacheConfDir(s), func(p string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".conf") {
 			return nil
 		}

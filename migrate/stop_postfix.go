@@ -213,8 +213,11 @@ func quiescePostfix(tree *procTree, master int, ports []int, stateDir string, de
 	}
 	restore = func() error { return restorePostfixConfig(stateDir) }
 	if err := writeInPlace(path, changed); err != nil {
-		restore()
-		return nil, fmt.Errorf("postfix: %w", err)
+		// A read-only /etc, say: nothing changed, stop it as usual.
+		os.Remove(bak + ".path")
+		os.Remove(bak)
+		logf("postfix: cannot change %s (%v); stopping it as usual, which cuts sessions in progress", path, err)
+		return func() error { return nil }, nil
 	}
 	if err := syscall.Kill(master, syscall.SIGHUP); err != nil {
 		restore()
