@@ -168,12 +168,8 @@ func writeArchive(w io.Writer, m *Manifest, open Opener, verify bool, pre *preco
 	ready := pre.claim(m.Entries)
 	for i := 0; i < len(m.Entries); {
 		if seg := ready[i]; seg != nil {
-			b, err := pre.frames(seg)
-			if err != nil {
-				return err
-			}
-			if b != nil {
-				if err := zw.Frames(b); err != nil {
+			if r := pre.frames(seg); r != nil {
+				if err := zw.Frames(r); err != nil {
 					return fmt.Errorf("write archive: %w", err)
 				}
 				i += len(seg.keys)

@@ -2,7 +2,6 @@ package capture
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -10,8 +9,9 @@ import (
 	"maps"
 	"os"
 	"runtime"
-	"sync"
 	"sync/atomic"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // Compression during the traced start-up. The trace mostly waits for the
@@ -30,9 +30,6 @@ import (
 // precompressed is the set of segments compressed ahead of the archive.
 type precompressed struct {
 	sp     *spool
-	f      *os.File // the segments' frames, back to back
-	mu     sync.Mutex
-	end    int64
 	order  []string            // the provisional paths, sorted
 	dirs   map[string]Entry    // the provisional directory entries
 	segs   []*segment          // planned, in order
@@ -40,18 +37,20 @@ type precompressed struct {
 	done   chan struct{}       // the copies and compression have ended
 	cancel context.CancelFunc  // ends them early
 	cpus   chan struct{}       // frames encoded at once, over all segments
+	enc    *zstd.Encoder       // their encoder, one state per CPU
 }
 
 // segment is a run of entries to compress as complete frames.
 type segment struct {
-	es     []Entry
-	locs   []spoolLoc
-	keys   []string // entryKey of each entry
-	tar    int64    // size of its tar records
-	off, n int64    // its frames in precompressed.f, once ok
-	ok     bool
-	skip   atomic.Bool   // no longer needed: not compressed if not started
-	done   chan struct{} // closed when compressed, failed or skipped
+	es   []Entry
+	locs []spoolLoc
+	keys []string // entryKey of each entry
+	tar  int64    // size of its tar records
+	f    *os.File // its frames, once ok
+	n    int64    // their size
+	ok   bool
+	skip atomic.Bool   // no longer needed: not compressed if not started
+	done chan struct{} // closed when compressed, failed or skipped
 }
 
 // entryKey identifies what an entry contributes to the tar stream: its
@@ -68,12 +67,8 @@ func entryKey(e *Entry, l spoolLoc) string {
 // until the copies are made and the provisional order is known.
 func (s *spool) speculate(ctx context.Context, c *collector, include []string) (copied func()) {
 	cl := c.clone()
-	f, err := os.CreateTemp(s.dir, "frames-")
-	if err != nil {
-		return s.prefetch(ctx, c.sorted())
-	}
 	ctx, cancel := context.WithCancel(ctx)
-	p := &precompressed{sp: s, f: f, first: map[string]*segment{}, done: make(chan struct{}), cancel: cancel}
+	p := &precompressed{sp: s, first: map[string]*segment{}, done: make(chan struct{}), cancel: cancel}
 	s.pre = p
 	ready := make(chan struct{})
 	go func() {
@@ -212,6 +207,12 @@ func recordSize(e *Entry) int64 { return 512 + (e.Size+511)&^511 }
 func (p *precompressed) compress(ctx context.Context) {
 	cpus := runtime.GOMAXPROCS(0)
 	p.cpus = make(chan struct{}, cpus)
+	enc, err := newEncoder(cpus)
+	if err != nil {
+		return
+	}
+	p.enc = enc
+	defer enc.Close()
 	handed := make([]bool, len(p.segs))
 	parallel(ctx, len(p.segs), func(_, i int) {
 		seg := p.segs[i]
@@ -229,19 +230,21 @@ func (p *precompressed) compress(ctx context.Context) {
 }
 
 // write compresses one segment, the tar records of its entries (no
-// end-of-archive blocks), and appends its frames to p.f.
+// end-of-archive blocks), into a file of its own in the spool.
 func (p *precompressed) write(seg *segment) error {
 	byPath := make(map[string]spoolLoc, len(seg.es))
 	for i := range seg.es {
 		byPath[seg.es[i].Path] = seg.locs[i]
 	}
 	open := func(e *Entry) (io.ReadCloser, error) { return p.sp.openLoc(byPath[e.Path]), nil }
-	var buf bytes.Buffer
-	// One frame, or frames of up to maxFrame and a quarter for a large file.
-	zw, err := newFramesWriter(&buf, frameSize(seg.tar, 1), cap(p.cpus))
+	f, err := os.CreateTemp(p.sp.dir, "frames-")
 	if err != nil {
 		return err
 	}
+	seg.f = f // closed by precompressed.close
+	cw := &countWriter{w: f}
+	// One frame, or frames of up to maxFrame and a quarter for a large file.
+	zw := sharedFramesWriter(cw, frameSize(seg.tar, 1), cap(p.cpus), p.enc)
 	zw.cpus = p.cpus
 	tw := tar.NewWriter(zw)
 	for i := range seg.es {
@@ -260,13 +263,7 @@ func (p *precompressed) write(seg *segment) error {
 	if err := zw.Close(); err != nil {
 		return err
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if _, err := p.f.WriteAt(buf.Bytes(), p.end); err != nil {
-		return err
-	}
-	seg.off, seg.n = p.end, int64(buf.Len())
-	p.end += seg.n
+	seg.n = cw.n
 	return nil
 }
 
@@ -316,24 +313,24 @@ func (p *precompressed) same(seg *segment, es []Entry) bool {
 	return true
 }
 
-// frames waits for seg and returns its compressed frames, or nil if it
-// was not compressed.
-func (p *precompressed) frames(seg *segment) ([]byte, error) {
+// frames waits for seg and returns a reader of its compressed frames, or
+// nil if it was not compressed.
+func (p *precompressed) frames(seg *segment) io.Reader {
 	<-seg.done
 	if !seg.ok {
-		return nil, nil
+		return nil
 	}
-	b := make([]byte, seg.n)
-	if _, err := p.f.ReadAt(b, seg.off); err != nil {
-		return nil, spoolError(err)
-	}
-	return b, nil
+	return io.NewSectionReader(seg.f, 0, seg.n)
 }
 
 // close stops the copies and compression, waits for them and closes the
-// frames' file.
+// segments' files.
 func (p *precompressed) close() {
 	p.cancel()
 	<-p.done
-	p.f.Close()
+	for _, seg := range p.segs {
+		if seg.f != nil {
+			seg.f.Close()
+		}
+	}
 }

@@ -63,16 +63,13 @@ func TestPrecompressReuse(t *testing.T) {
 	}
 	sp.prefetch(ctx, paths)()
 	p := &precompressed{sp: sp, first: map[string]*segment{}, dirs: map[string]Entry{}, done: make(chan struct{}), cancel: func() {}}
+	sp.pre = p
 	for _, e := range es {
 		p.order = append(p.order, e.Path)
 		if e.Type == TypeDir {
 			p.dirs[e.Path] = e
 		}
 	}
-	if p.f, err = os.CreateTemp(sp.dir, "frames-"); err != nil {
-		t.Fatal(err)
-	}
-	sp.pre = p
 	p.plan(es)
 	if len(p.segs) < 2 {
 		t.Fatalf("%d segments planned for 20 MiB", len(p.segs))

@@ -39,21 +39,35 @@ type framesWriter struct {
 	size    int // frame size aimed at, cut at the first entry boundary past it
 	max     int // a frame is cut mid-entry at this size: size and a quarter
 	buf     []byte
-	pending []chan []byte
+	pending []chan frame
 	workers int
 	cpus    chan struct{} // if set, shared by several writers: one token per frame being encoded
+	ownEnc  bool          // Close closes enc
 	err     error
 }
 
 // newFramesWriter returns a framesWriter aiming at frames of size bytes
 // (see frameSize), encoding up to workers of them at once.
 func newFramesWriter(w io.Writer, size, workers int) (*framesWriter, error) {
-	n := max(workers, 1)
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(n))
+	enc, err := newEncoder(workers)
 	if err != nil {
 		return nil, err
 	}
-	return &framesWriter{w: w, enc: enc, workers: n, size: size, max: size + size/4, buf: make([]byte, 0, size+size/4)}, nil
+	f := sharedFramesWriter(w, size, workers, enc)
+	f.ownEnc = true
+	return f, nil
+}
+
+// newEncoder returns the encoder for up to workers frames at once.
+func newEncoder(workers int) (*zstd.Encoder, error) {
+	return zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(max(workers, 1)))
+}
+
+// sharedFramesWriter is newFramesWriter with an encoder that other
+// writers use too (its EncodeAll is safe for concurrent use); Close leaves
+// it open.
+func sharedFramesWriter(w io.Writer, size, workers int, enc *zstd.Encoder) *framesWriter {
+	return &framesWriter{w: w, enc: enc, workers: max(workers, 1), size: size, max: size + size/4, buf: make([]byte, 0, size+size/4)}
 }
 
 func (f *framesWriter) Write(p []byte) (int, error) {
@@ -84,19 +98,22 @@ func (f *framesWriter) Boundary() error {
 	return f.err
 }
 
-// Frames appends complete, already compressed frames; what is buffered
-// becomes a frame of its own first.
-func (f *framesWriter) Frames(b []byte) error {
+// Frames appends complete, already compressed frames, read from r when
+// their turn comes; what is buffered becomes a frame of its own first.
+func (f *framesWriter) Frames(r io.Reader) error {
 	if len(f.buf) > 0 {
 		f.dispatch()
 	}
-	for len(f.pending) > 2*f.workers {
-		f.flushOne() // bound what waits in memory
-	}
-	out := make(chan []byte, 1)
-	out <- b
+	out := make(chan frame, 1)
+	out <- frame{r: r}
 	f.pending = append(f.pending, out)
 	return f.err
+}
+
+// frame is an encoded frame, or a reader of ready frames.
+type frame struct {
+	b []byte
+	r io.Reader
 }
 
 // dispatch starts encoding the buffered chunk, first writing out the
@@ -107,22 +124,28 @@ func (f *framesWriter) dispatch() {
 	}
 	chunk := f.buf
 	f.buf = make([]byte, 0, f.max)
-	out := make(chan []byte, 1)
+	out := make(chan frame, 1)
 	f.pending = append(f.pending, out)
+	if f.cpus != nil {
+		f.cpus <- struct{}{} // wait for a CPU: bounds the chunks held over all writers
+	}
 	go func() {
 		if f.cpus != nil {
-			f.cpus <- struct{}{}
 			defer func() { <-f.cpus }()
 		}
-		out <- f.enc.EncodeAll(chunk, make([]byte, 0, len(chunk)/2))
+		out <- frame{b: f.enc.EncodeAll(chunk, make([]byte, 0, len(chunk)/2))}
 	}()
 }
 
 func (f *framesWriter) flushOne() {
-	frame := <-f.pending[0]
+	fr := <-f.pending[0]
 	f.pending = f.pending[1:]
-	if f.err == nil {
-		_, f.err = f.w.Write(frame)
+	switch {
+	case f.err != nil:
+	case fr.r != nil:
+		_, f.err = io.Copy(f.w, fr.r)
+	default:
+		_, f.err = f.w.Write(fr.b)
 	}
 }
 
@@ -135,6 +158,8 @@ func (f *framesWriter) Close() error {
 	for len(f.pending) > 0 {
 		f.flushOne()
 	}
-	f.enc.Close()
+	if f.ownEnc {
+		f.enc.Close()
+	}
 	return f.err
 }
