@@ -165,27 +165,8 @@ func writeArchive(w io.Writer, m *Manifest, open Opener, verify bool, pre *preco
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write manifest: %w", err)
 	}
-	ready := pre.claim(m.Entries)
-	for i := 0; i < len(m.Entries); {
-		if seg := ready[i]; seg != nil {
-			if r := pre.frames(seg); r != nil {
-				if err := zw.Frames(r); err != nil {
-					return fmt.Errorf("write archive: %w", err)
-				}
-				i += len(seg.keys)
-				continue
-			}
-		}
-		if err := writeEntry(tw, &m.Entries[i], open, verify); err != nil {
-			return err
-		}
-		if err := tw.Flush(); err != nil { // the entry's padding, so a frame may end here
-			return fmt.Errorf("write archive entry %s: %w", m.Entries[i].Path, err)
-		}
-		if err := zw.Boundary(); err != nil {
-			return fmt.Errorf("write archive: %w", err)
-		}
-		i++
+	if err := writeEntries(tw, zw, m.Entries, open, verify, pre); err != nil {
+		return err
 	}
 	if err := tw.Close(); err != nil {
 		return fmt.Errorf("write archive: %w", err)
@@ -196,12 +177,49 @@ func writeArchive(w io.Writer, m *Manifest, open Opener, verify bool, pre *preco
 	return nil
 }
 
+// writeEntries writes the tar records of es, copying the runs that pre
+// compressed already.
+func writeEntries(tw *tar.Writer, zw *framesWriter, es []Entry, open Opener, verify bool, pre *precompressed) error {
+	ready := pre.claim(es)
+	for i := 0; i < len(es); {
+		if seg := ready[i]; seg != nil {
+			if r := pre.frames(seg); r != nil {
+				if err := zw.Frames(r); err != nil {
+					return fmt.Errorf("write archive: %w", err)
+				}
+				i += len(seg.keys)
+				continue
+			}
+		}
+		if err := writeRecord(tw, zw, &es[i], open, verify); err != nil {
+			return err
+		}
+		i++
+	}
+	return nil
+}
+
+// writeRecord writes e's tar record, padding included, and lets zw end a
+// frame after it.
+func writeRecord(tw *tar.Writer, zw *framesWriter, e *Entry, open Opener, verify bool) error {
+	if err := writeEntry(tw, e, open, verify); err != nil {
+		return err
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write archive entry %s: %w", e.Path, err)
+	}
+	if err := zw.Boundary(); err != nil {
+		return fmt.Errorf("write archive: %w", err)
+	}
+	return nil
+}
+
 // tarSize estimates the size of the tar stream for m: a header block per
 // entry and each body padded to whole blocks.
 func tarSize(m *Manifest, manifestLen int) int64 {
 	n := int64(3*512 + manifestLen)
 	for i := range m.Entries {
-		n += 512 + (m.Entries[i].Size+511)&^511
+		n += recordSize(&m.Entries[i])
 	}
 	return n
 }

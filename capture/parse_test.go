@@ -186,3 +186,16 @@ func TestDelta(t *testing.T) {
 		t.Fatal("delta against a delta accepted")
 	}
 }
+
+// TestDummyScript: the live service's addresses go on the dummy interface
+// in one ip batch; loopback and wildcard addresses need none.
+func TestDummyScript(t *testing.T) {
+	got := dummyScript([]string{"192.0.2.10", "127.0.0.1", "0.0.0.0", "2001:db8::1", "::"})
+	want := `printf '%s\n' 'link add migrate0 type dummy
+link set migrate0 up
+addr add 192.0.2.10/32 dev migrate0
+addr add 2001:db8::1/128 dev migrate0' | ip -force -batch - >/dev/null 2>&1 || true`
+	if got != want {
+		t.Fatalf("dummyScript =\n%s\nwant\n%s", got, want)
+	}
+}

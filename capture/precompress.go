@@ -248,14 +248,7 @@ func (p *precompressed) write(seg *segment) error {
 	zw.cpus = p.cpus
 	tw := tar.NewWriter(zw)
 	for i := range seg.es {
-		err = writeEntry(tw, &seg.es[i], open, false)
-		if err == nil {
-			err = tw.Flush()
-		}
-		if err == nil {
-			err = zw.Boundary()
-		}
-		if err != nil {
+		if err := writeRecord(tw, zw, &seg.es[i], open, false); err != nil {
 			zw.Close()
 			return err
 		}

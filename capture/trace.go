@@ -66,6 +66,15 @@ func traceStart(ctx context.Context, dir string, argv []string, cwd string, env 
 		return nil, err
 	}
 	script := traceScript(scratch, out, strace, argv, cwd, addrs, overlayMounts())
+	if err := runTraceScript(ctx, script, env, out, tcpPorts); err != nil {
+		return nil, err
+	}
+	return parseTraceDir(out, cwd)
+}
+
+// runTraceScript runs script in the new namespaces and ends it once the
+// trace written to out has settled (see watchTrace).
+func runTraceScript(ctx context.Context, script string, env []string, out string, tcpPorts []int) error {
 	ctx, cancel := context.WithTimeout(ctx, traceTimeout+10*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "unshare", "--mount", "--net", "--pid", "--fork", "--ipc", "--uts",
@@ -75,10 +84,10 @@ func traceStart(ctx context.Context, dir string, argv []string, cwd string, env 
 	cmd.Stderr = &stderr
 	stop, err := cmd.StdinPipe() // closed: the script ends the trace
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("traced start-up: %w", err)
+		return fmt.Errorf("traced start-up: %w", err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -95,9 +104,9 @@ func traceStart(ctx context.Context, dir string, argv []string, cwd string, env 
 		if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
 			msg = msg[i+1:]
 		}
-		return nil, fmt.Errorf("traced start-up: %v: %s", err, msg)
+		return fmt.Errorf("traced start-up: %v: %s", err, msg)
 	}
-	return parseTraceDir(out, cwd)
+	return nil
 }
 
 // watchTrace returns once the trace in dir has settled (see traceSettle,
@@ -206,6 +215,19 @@ func overlayMounts() []string {
 	return out
 }
 
+// dummyScript is the line that puts addrs on a dummy interface: one ip
+// process, -force going on after an error (no dummy driver, an address
+// already there).
+func dummyScript(addrs []string) string {
+	cmds := []string{"link add migrate0 type dummy", "link set migrate0 up"}
+	for _, a := range addrs {
+		if ip := netip(a); ip != "" {
+			cmds = append(cmds, "addr add "+ip+" dev migrate0")
+		}
+	}
+	return fmt.Sprintf("printf '%%s\\n' %s | ip -force -batch - >/dev/null 2>&1 || true", shq(strings.Join(cmds, "\n")))
+}
+
 // netip returns a for `ip addr add` (with its prefix length), or "" for
 // an address that needs no dummy interface (loopback, any, not an IP).
 func netip(a string) string {
@@ -254,15 +276,7 @@ func traceScript(scratch, out, strace string, argv []string, cwd string, addrs [
 	w("mount --rbind /sys $M/sys 2>/dev/null || true")
 	w("mkdir -p $M/.migrate-trace && mount --bind %s $M/.migrate-trace", shq(out))
 	w("ip link set lo up")
-	// One ip process for the dummy interface and its addresses; -force
-	// goes on after an error (no dummy driver, an address already there).
-	net := []string{"link add migrate0 type dummy", "link set migrate0 up"}
-	for _, a := range addrs {
-		if ip := netip(a); ip != "" {
-			net = append(net, "addr add "+ip+" dev migrate0")
-		}
-	}
-	w("printf '%%s\\n' %s | ip -force -batch - >/dev/null 2>&1 || true", shq(strings.Join(net, "\n")))
+	w("%s", dummyScript(addrs))
 	var q []string
 	for _, a := range argv {
 		q = append(q, shq(a))
