@@ -10,8 +10,6 @@ import (
 	"os"
 	"runtime"
 	"sync/atomic"
-
-	"github.com/klauspost/compress/zstd"
 )
 
 // Compression during the traced start-up. The trace mostly waits for the
@@ -37,7 +35,7 @@ type precompressed struct {
 	done   chan struct{}       // the copies and compression have ended
 	cancel context.CancelFunc  // ends them early
 	cpus   chan struct{}       // frames encoded at once, over all segments
-	enc    *zstd.Encoder       // their encoder, one state per CPU
+	enc    frameEncoder        // their encoder, one state per CPU
 }
 
 // segment is a run of entries to compress as complete frames.
