@@ -3,9 +3,6 @@
 package capture_test
 
 import (
-	"fmt"
-	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -40,19 +37,7 @@ func TestCaptureApacheE2E(t *testing.T) {
 	if err := testbed.WaitHTTP(url, 15*time.Second, p); err != nil {
 		t.Fatal(err)
 	}
-	client := &http.Client{Timeout: 2 * time.Second}
-	ld := startLoad(func() error {
-		resp, err := client.Get(url)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 || string(b) != "apache v1\n" {
-			return fmt.Errorf("status %d body %q", resp.StatusCode, b)
-		}
-		return nil
-	})
+	ld := startHTTPLoad(url, "apache v1\n")
 	out := t.TempDir() + "/apache2.tar.zst"
 	r := captureOld(t, bed, out, "--service", "apache2")
 	ld.check(t)

@@ -48,6 +48,24 @@ func captureOld(t *testing.T, bed *testbed.Bed, out string, args ...string) *cap
 	return r
 }
 
+// startHTTPLoad GETs url until stopped; anything but a 200 with body want
+// is an error.
+func startHTTPLoad(url, want string) *load {
+	client := &http.Client{Timeout: 2 * time.Second}
+	return startLoad(func() error {
+		resp, err := client.Get(url)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(b) != want {
+			return fmt.Errorf("status %d body %q", resp.StatusCode, b)
+		}
+		return nil
+	})
+}
+
 // load runs fn repeatedly (bounded in count and time) until stopped.
 type load struct {
 	n, errs atomic.Int64
@@ -257,19 +275,7 @@ func TestCaptureNginxE2E(t *testing.T) {
 	if err := testbed.WaitHTTP(url, 10*time.Second, p); err != nil {
 		t.Fatal(err)
 	}
-	client := &http.Client{Timeout: 2 * time.Second}
-	ld := startLoad(func() error {
-		resp, err := client.Get(url)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 || string(b) != "v1\n" {
-			return fmt.Errorf("status %d body %q", resp.StatusCode, b)
-		}
-		return nil
-	})
+	ld := startHTTPLoad(url, "v1\n")
 	out := filepath.Join(t.TempDir(), "nginx.tar.zst")
 	r := captureOld(t, bed, out, "--service", "nginx")
 	ld.check(t)
