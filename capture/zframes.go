@@ -21,15 +21,28 @@ const (
 	maxFrame = 16 << 20
 )
 
+// minCmdFrame is the smallest frame zstd(1) gets: at level 4 its window is
+// 4 MiB, and frames of 2 MiB cost no measurable ratio (nginx's 11 MB: 4
+// frames 0.02% smaller than 2), while more, smaller frames keep every core
+// busy to the end of the stream and let the reader verify the first ones
+// while the last are compressed.
+const minCmdFrame = 2 << 20
+
 // frameSize is the uncompressed size to aim for in each frame of a tar
 // stream of about total bytes: a multiple of workers frames of the same
-// size, each at most maxFrame and at least minFrame.
+// size, each at most maxFrame and at least minFrame; with zstd(1), at
+// least two frames per worker, each at least minCmdFrame.
 func frameSize(total int64, workers int) int {
+	w := int64(max(workers, 1))
 	n := (total + maxFrame - 1) / maxFrame
-	if w := int64(max(workers, 1)); n%w != 0 {
+	lo := int64(minFrame)
+	if zstdCommand() != "" {
+		n, lo = max(n, 2*w), minCmdFrame
+	}
+	if n%w != 0 {
 		n += w - n%w
 	}
-	return int(max(minFrame, (total+n-1)/max(n, 1)))
+	return int(max(lo, (total+n-1)/max(n, 1)))
 }
 
 // framesWriter compresses its input as a sequence of independent zstd
