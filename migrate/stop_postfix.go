@@ -3,6 +3,7 @@ package migrate
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -56,7 +57,7 @@ func findPostfixConfig(master int) postfixConfig {
 	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", master)); err == nil {
 		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
 		for i, a := range args {
-			if a == "-c" && i+1 < len(args) {
+			if a == "-c" && i+1 < len(args) && filepath.Base(args[0]) == "master" {
 				c.dir = args[i+1]
 			}
 		}
@@ -185,7 +186,11 @@ func writeInPlace(path string, data []byte) error {
 // connections on ports and waits, until deadline, for the sessions in
 // progress to end. It returns a function that puts master.cf back; it must
 // be called once master has exited, before anything captures the file.
-func quiescePostfix(tree *procTree, master int, ports []int, stateDir string, deadline time.Time, logf func(string, ...any)) (restore func() error, err error) {
+//
+// Cancelled meanwhile (Ctrl-C), it puts master.cf back and has master
+// reload it, so the old Postfix serves again as before, and returns the
+// context's error.
+func quiescePostfix(ctx context.Context, tree *procTree, master int, ports []int, stateDir string, deadline time.Time, logf func(string, ...any)) (restore func() error, err error) {
 	if err := restorePostfixConfig(stateDir); err != nil {
 		return nil, err
 	}
@@ -234,7 +239,14 @@ func quiescePostfix(tree *procTree, master int, ports []int, stateDir string, de
 			logf("postfix: sessions still in progress after the timeout, stopping anyway: %s", tree.describe(busy))
 			return restore, nil
 		}
-		time.Sleep(20 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			rerr := restore()
+			syscall.Kill(master, syscall.SIGHUP)
+			logf("postfix: interrupted: master.cf put back (%v) and master reloaded", rerr)
+			return nil, errors.Join(ctx.Err(), rerr)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }
 

@@ -1,11 +1,18 @@
 package migrate
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 const masterCF = `# ==========================================================================
@@ -84,5 +91,129 @@ func TestRestorePostfixConfig(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(conf); string(b) != "edited later by the admin\n" {
 		t.Errorf("restored twice: %s", b)
+	}
+}
+
+// TestHelperListener is a process of a fake Postfix: it listens on
+// QUIESCE_ADDR (as an smtpd holds the service's socket) until killed.
+func TestHelperListener(t *testing.T) {
+	addr := os.Getenv("QUIESCE_ADDR")
+	if addr == "" {
+		return
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		os.Exit(3)
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			os.Exit(0)
+		}
+		defer c.Close()
+	}
+}
+
+// fakePostfix starts a "master" (a shell that ignores SIGHUP) with
+// MAIL_CONFIG naming a directory whose master.cf has an inet service on a
+// free port, and a child of it listening there like an smtpd.
+func fakePostfix(t *testing.T) (master int, port int, conf string, child *os.Process) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port = ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	dir := t.TempDir()
+	conf = fmt.Sprintf("pickup unix n - y 60 1 pickup\n127.0.0.1:%d inet n - n - - smtpd\n  -o smtpd_tls_security_level=none\n", port)
+	os.WriteFile(filepath.Join(dir, "master.cf"), []byte(conf), 0o644)
+	exe, _ := os.Executable()
+	cmd := exec.Command("sh", "-c", `trap "" HUP; "$0" -test.run='^TestHelperListener$' & echo $!; wait`, exe)
+	cmd.Env = append(os.Environ(), "MAIL_CONFIG="+dir, fmt.Sprintf("QUIESCE_ADDR=127.0.0.1:%d", port))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	if _, err := fmt.Fscan(out, &pid); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL); cmd.Process.Kill(); cmd.Wait() })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the fake smtpd does not listen")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	p, _ := os.FindProcess(pid)
+	return cmd.Process.Pid, port, filepath.Join(dir, "master.cf"), p
+}
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// The service's inet entry is disabled while sessions finish; once its
+// last process lets go of the port, the stop goes on, and restore puts
+// master.cf back.
+func TestQuiescePostfix(t *testing.T) {
+	master, port, conf, child := fakePostfix(t)
+	orig := readFile(t, conf)
+	state := t.TempDir()
+	tree := newProcTree(master, nil)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		child.Kill() // the last session ends
+	}()
+	start := time.Now()
+	restore, err := quiescePostfix(context.Background(), tree, master, []int{port}, state, time.Now().Add(20*time.Second), t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < 250*time.Millisecond || took > 10*time.Second {
+		t.Errorf("quiesce took %v; want it to wait for the listener, ~300ms", took)
+	}
+	changed := readFile(t, conf)
+	if !strings.Contains(changed, fmt.Sprintf("127.0.0.1:%d inet n - n - - /bin/false\n", port)) || strings.Contains(changed, "smtpd_tls_security_level") {
+		t.Errorf("master.cf while stopping:\n%s", changed)
+	}
+	if err := restore(); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFile(t, conf); got != orig {
+		t.Errorf("master.cf after restore:\n%s", got)
+	}
+}
+
+// Ctrl-C during the wait puts master.cf back at once.
+func TestQuiescePostfixCancelled(t *testing.T) {
+	master, port, conf, _ := fakePostfix(t)
+	orig := readFile(t, conf)
+	state := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := quiescePostfix(ctx, newProcTree(master, nil), master, []int{port}, state, time.Now().Add(20*time.Second), t.Logf)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want the context's", err)
+	}
+	if got := readFile(t, conf); got != orig {
+		t.Errorf("master.cf after the interruption:\n%s", got)
+	}
+	if _, err := os.Stat(postfixBackupPath(state)); !os.IsNotExist(err) {
+		t.Errorf("backup left behind: %v", err)
 	}
 }

@@ -310,7 +310,7 @@ func stopGracefully(ctx context.Context, r stopRequest) (pids []int, err error) 
 	deadline := time.Now().Add(timeout)
 	if r.signal == "" && isPostfixMaster(main) {
 		logf("stopping postfix (master pid %d); its processes %s", main, tree.describe(tree.pids()))
-		restore, err := quiescePostfix(tree, main, r.ports, r.stateDir, deadline, logf)
+		restore, err := quiescePostfix(ctx, tree, main, r.ports, r.stateDir, deadline, logf)
 		if err != nil {
 			return nil, err
 		}
