@@ -305,13 +305,19 @@ func (d *demo) setUp() error {
 // busiest at 16:00, quietest at 04:00.
 func weekOfLog(now time.Time) []byte {
 	var b strings.Builder
-	start := now.UTC().Add(-7 * 24 * time.Hour).Truncate(time.Hour)
-	for t := start; t.Before(now.UTC().Truncate(time.Hour)); t = t.Add(time.Hour) {
+	now = now.UTC()
+	start := now.Add(-7 * 24 * time.Hour).Truncate(time.Hour)
+	// Up to now, the current hour in part: a gap between the log's end
+	// and the demo's own requests would count as a quiet stretch of the
+	// current hour.
+	for t := start; t.Before(now); t = t.Add(time.Hour) {
 		h := float64(t.Hour())
 		// Lowest at 04:00, highest at 16:00.
 		n := int(12 + 88*(1-math.Cos((h-4)/24*2*math.Pi))/2)
+		span := min(time.Hour, now.Sub(t))
+		n = int(math.Round(float64(n) * span.Hours()))
 		for i := 0; i < n; i++ {
-			ts := t.Add(time.Duration(i) * time.Hour / time.Duration(n))
+			ts := t.Add(time.Duration(i) * span / time.Duration(n))
 			fmt.Fprintf(&b, "198.51.100.%d - - [%s] \"GET /news/%02d.html HTTP/1.1\" 200 %d \"-\" \"Mozilla/5.0\"\n",
 				1+i%200, ts.Format("02/Jan/2006:15:04:05 -0700"), 1+i%30, 800+i)
 		}
