@@ -282,6 +282,9 @@ func (c *collector) applyTrace(t traceOutcome, mode string) error {
 		return nil
 	}
 	res := t.res
+	if res.Unsettled != "" {
+		c.note("the traced start-up was still active after %v (%s): files it uses later may be missing; check the service on the target", traceTimeout, res.Unsettled)
+	}
 	c.log.Debug("traced start-up", "procs", res.Procs, "execs", len(res.Execs), "opens", len(res.Opens))
 	c.traced = res.Procs
 	for _, p := range res.Execs {

@@ -21,6 +21,10 @@ type traceResult struct {
 	Opens   []string // files and directories opened, stat'ed or accessed successfully
 	Created []string // files created (absent on the real file system)
 	Procs   int      // processes traced
+	// Unsettled says what was still running when the trace was ended at
+	// traceTimeout (empty when it settled): the start-up may use files
+	// later that the capture then lacks.
+	Unsettled string
 }
 
 // traceTimeout bounds a traced start-up. It is ended once its trace
@@ -66,15 +70,43 @@ func traceStart(ctx context.Context, dir string, argv []string, cwd string, env 
 		return nil, err
 	}
 	script := traceScript(scratch, out, strace, argv, cwd, addrs, overlayMounts())
-	if err := runTraceScript(ctx, script, env, out, tcpPorts); err != nil {
+	timedOut, err := runTraceScript(ctx, script, env, out, tcpPorts)
+	if err != nil {
 		return nil, err
 	}
-	return parseTraceDir(out, cwd)
+	res, err := parseTraceDir(out, cwd)
+	if err == nil && timedOut {
+		res.Unsettled = lastActivity(out)
+	}
+	return res, err
+}
+
+// lastActivity names the trace file written last and its last line: what
+// the start-up was still doing when its trace was ended.
+func lastActivity(dir string) string {
+	files, _ := filepath.Glob(filepath.Join(dir, "t.*"))
+	var last string
+	var when time.Time
+	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil && fi.ModTime().After(when) {
+			last, when = f, fi.ModTime()
+		}
+	}
+	if last == "" {
+		return "no trace written"
+	}
+	b, _ := os.ReadFile(last)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	line := lines[len(lines)-1]
+	if len(line) > 200 {
+		line = line[:200] + "…"
+	}
+	return fmt.Sprintf("pid %s: %s", strings.TrimPrefix(filepath.Ext(last), "."), line)
 }
 
 // runTraceScript runs script in the new namespaces and ends it once the
 // trace written to out has settled (see watchTrace).
-func runTraceScript(ctx context.Context, script string, env []string, out string, tcpPorts []int) error {
+func runTraceScript(ctx context.Context, script string, env []string, out string, tcpPorts []int) (timedOut bool, _ error) {
 	ctx, cancel := context.WithTimeout(ctx, traceTimeout+10*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "unshare", "--mount", "--net", "--pid", "--fork", "--ipc", "--uts",
@@ -84,10 +116,10 @@ func runTraceScript(ctx context.Context, script string, env []string, out string
 	cmd.Stderr = &stderr
 	stop, err := cmd.StdinPipe() // closed: the script ends the trace
 	if err != nil {
-		return err
+		return false, err
 	}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("traced start-up: %w", err)
+		return false, fmt.Errorf("traced start-up: %w", err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -95,6 +127,9 @@ func runTraceScript(ctx context.Context, script string, env []string, out string
 	stop.Close()
 	switch err {
 	case nil:
+		err = <-exited
+	case errTraceTimeout:
+		timedOut = true
 		err = <-exited
 	case errTraceDone:
 		err = nil
@@ -104,9 +139,9 @@ func runTraceScript(ctx context.Context, script string, env []string, out string
 		if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
 			msg = msg[i+1:]
 		}
-		return fmt.Errorf("traced start-up: %v: %s", err, msg)
+		return timedOut, fmt.Errorf("traced start-up: %v: %s", err, msg)
 	}
-	return nil
+	return timedOut, nil
 }
 
 // watchTrace returns once the trace in dir has settled (see traceSettle,
@@ -130,7 +165,7 @@ func watchTrace(ctx context.Context, dir string, unsharePID int, tcpPorts []int,
 		case <-ctx.Done():
 			return nil
 		case <-deadline:
-			return nil
+			return errTraceTimeout
 		case now := <-tick.C:
 			n := traceSize(dir)
 			if n != prev || n == 0 {
@@ -148,6 +183,9 @@ func watchTrace(ctx context.Context, dir string, unsharePID int, tcpPorts []int,
 // errTraceDone marks a traced command that ended by itself; it is not an
 // error to the caller (traceStart ignores it).
 var errTraceDone = errors.New("traced command ended")
+
+// errTraceTimeout marks a trace ended at traceTimeout, not settled.
+var errTraceTimeout = errors.New("traced start-up did not settle")
 
 // traceSize is the total size of the strace output files in dir.
 func traceSize(dir string) int64 {

@@ -58,8 +58,12 @@ zone "example.test" { type primary; file "example.test.db"; };
 	}
 	for _, c := range []struct{ name, service string }{{"dns", "bind9"}, {"mail", "postfix"}} {
 		archive := filepath.Join(t.TempDir(), c.name+".tar.zst")
-		if _, stderr, code := bed.Migrate(t, "capture", "--from", old.SSHSpec(), "--service", c.service, "-o", archive); code != 0 {
+		_, stderr, code := bed.Migrate(t, "capture", "--from", old.SSHSpec(), "--service", c.service, "-o", archive)
+		if code != 0 {
 			t.Fatalf("capture %s: %s", c.service, stderr)
+		}
+		if strings.Contains(stderr, "note:") {
+			t.Logf("capture %s:\n%s", c.service, stderr)
 		}
 		stdout, stderr, code := bed.Migrate(t, "--json", "transfer", archive, "--to", bed.New.SSHSpec(), "--name", c.name)
 		if code != 0 {
@@ -70,6 +74,11 @@ zone "example.test" { type primary; file "example.test.db"; };
 	}
 	stdout, stderr, code := bed.Migrate(t, "--json", "service", "start", "web", "dns", "mail", "--on", bed.New.SSHSpec())
 	if code != 0 {
+		for _, name := range []string{"web", "dns", "mail"} {
+			if b, err := bed.New.ReadFile("/srv/migrate/" + name + "/service.log"); err == nil {
+				t.Logf("%s's service.log on new:\n%s", name, b)
+			}
+		}
 		t.Fatalf("service start: %s\n%s", stderr, stdout)
 	}
 	pids := map[string]int{}

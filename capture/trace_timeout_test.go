@@ -1,0 +1,43 @@
+package capture
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/migrate-tool/migrate/internal/testenv"
+)
+
+// A start-up that never settles is ended at traceTimeout, and the result
+// says what was still running.
+func TestTraceUnsettled(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "tracing needs root")
+	}
+	if _, err := exec.LookPath("strace"); err != nil {
+		testenv.Skip(t, "strace not installed")
+	}
+	defer func(d time.Duration) { traceTimeout = d }(traceTimeout)
+	traceTimeout = 2 * time.Second
+	argv := []string{"/bin/sh", "-c", "while :; do cat /etc/hostname >/dev/null; sleep 0.05; done"}
+	res, err := traceStart(context.Background(), t.TempDir(), argv, "/", nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Unsettled == "" || !strings.Contains(res.Unsettled, "pid ") {
+		t.Fatalf("Unsettled = %q, want what was still running", res.Unsettled)
+	}
+	t.Logf("unsettled: %s", res.Unsettled)
+
+	// One that settles says nothing.
+	res, err = traceStart(context.Background(), t.TempDir(), []string{"/bin/sh", "-c", "cat /etc/hostname >/dev/null; sleep 30"}, "/", nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Unsettled != "" {
+		t.Fatalf("a settled start-up reported %q", res.Unsettled)
+	}
+}
