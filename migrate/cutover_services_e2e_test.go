@@ -270,10 +270,10 @@ func (l *smtpLoad) deliveredOnce(t *testing.T, h *testbed.Node, mbox string) {
 		t.Logf("%s: where %s is:\n%s", h.Name, lastMissing, out)
 	}()
 	// A message the old Postfix was delivering when the reload restarted
-	// its qmgr is locked by that delivery: the new qmgr puts it back in
-	// the incoming queue with a time stamp 60 s ahead (qmgr_active_feed),
-	// and the new host delivers it once that has passed.
-	testbed.WaitFor(t, "every accepted message delivered on "+h.Name, 150*time.Second, func() error {
+	// its qmgr was put back in the incoming queue 60 s ahead
+	// (qmgr_active_feed); the stop sets that back once every process has
+	// exited, so it is delivered at once too.
+	testbed.WaitFor(t, "every accepted message delivered on "+h.Name, 60*time.Second, func() error {
 		b, err := h.ReadFile(mbox)
 		if err != nil {
 			return err

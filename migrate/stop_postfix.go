@@ -286,3 +286,52 @@ func postfixSessions(tree *procTree, master int, ports []int) []int {
 	}
 	return busy
 }
+
+// postfixQueueDir is the queue directory of the Postfix whose master is
+// pid, as this process reaches it (master's root joined with
+// queue_directory from main.cf), or "" if it cannot be found.
+func postfixQueueDir(master int) string {
+	cfg := findPostfixConfig(master)
+	root, err := os.Readlink(fmt.Sprintf("/proc/%d/root", master))
+	if err != nil {
+		return ""
+	}
+	dir := "/var/spool/postfix"
+	if b, err := os.ReadFile(filepath.Join(root, cfg.dir, "main.cf")); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, "="); ok && strings.TrimSpace(k) == "queue_directory" && !strings.ContainsAny(v, "$") {
+				dir = strings.TrimSpace(v)
+			}
+		}
+	}
+	p := filepath.Join(root, dir)
+	if _, err := os.Stat(filepath.Join(p, "incoming")); err != nil {
+		return ""
+	}
+	return p
+}
+
+// releaseDeferredIncoming sets back to now the time stamps of the incoming
+// queue files that are in the future. A qmgr restarted while a delivery
+// agent still held a message (the reload restarts qmgr) puts the message
+// back in the incoming queue 60 s ahead, and a quiet Postfix then looks at
+// it again only at its next wakeup, up to 5 minutes later. Once every
+// process of the stopped Postfix has exited no such lock is left, and the
+// next Postfix to start on this queue (the new host's, or the old one's
+// after a rollback) delivers the message at once. Returns how many files
+// were changed.
+func releaseDeferredIncoming(queueDir string, now time.Time) int {
+	n := 0
+	filepath.WalkDir(filepath.Join(queueDir, "incoming"), func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return nil
+		}
+		if fi, err := d.Info(); err == nil && fi.ModTime().After(now) {
+			if os.Chtimes(p, now, now) == nil {
+				n++
+			}
+		}
+		return nil
+	})
+	return n
+}

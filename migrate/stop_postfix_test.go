@@ -217,3 +217,25 @@ func TestQuiescePostfixCancelled(t *testing.T) {
 		t.Errorf("backup left behind: %v", err)
 	}
 }
+
+func TestReleaseDeferredIncoming(t *testing.T) {
+	q := t.TempDir()
+	now := time.Now().Truncate(time.Second)
+	os.MkdirAll(filepath.Join(q, "incoming", "A"), 0o700)
+	for name, mtime := range map[string]time.Time{"incoming/LATER": now.Add(60 * time.Second), "incoming/A/LATER2": now.Add(30 * time.Second), "incoming/NOW": now.Add(-time.Second)} {
+		p := filepath.Join(q, name)
+		os.WriteFile(p, []byte("queue file"), 0o700)
+		os.Chtimes(p, mtime, mtime)
+	}
+	if n := releaseDeferredIncoming(q, now); n != 2 {
+		t.Fatalf("changed %d files, want the 2 with future time stamps", n)
+	}
+	for _, name := range []string{"incoming/LATER", "incoming/A/LATER2"} {
+		if fi, _ := os.Stat(filepath.Join(q, name)); !fi.ModTime().Equal(now) {
+			t.Errorf("%s: mtime %v, want %v", name, fi.ModTime(), now)
+		}
+	}
+	if fi, _ := os.Stat(filepath.Join(q, "incoming/NOW")); !fi.ModTime().Equal(now.Add(-time.Second)) {
+		t.Errorf("a past time stamp was changed: %v", fi.ModTime())
+	}
+}

@@ -308,7 +308,12 @@ func stopGracefully(ctx context.Context, r stopRequest) (pids []int, err error) 
 	}
 	tree := newProcTree(main, holders)
 	deadline := time.Now().Add(timeout)
-	if r.signal == "" && isPostfixMaster(main) {
+	postfix := isPostfixMaster(main)
+	queueDir := ""
+	if postfix {
+		queueDir = postfixQueueDir(main)
+	}
+	if r.signal == "" && postfix {
 		logf("stopping postfix (master pid %d); its processes %s", main, tree.describe(tree.pids()))
 		restore, err := quiescePostfix(ctx, tree, main, r.ports, r.stateDir, deadline, logf)
 		if err != nil {
@@ -333,6 +338,11 @@ func stopGracefully(ctx context.Context, r stopRequest) (pids []int, err error) 
 		alive := tree.alive()
 		if len(alive) == 0 {
 			logf("stopped: all %d processes gone", len(tree.order))
+			if queueDir != "" {
+				if n := releaseDeferredIncoming(queueDir, time.Now()); n > 0 {
+					logf("postfix: %d message(s) a restarted qmgr had deferred behind a delivery in flight: time stamps set to now", n)
+				}
+			}
 			return tree.pids(), nil
 		}
 		if time.Now().After(deadline) {
