@@ -69,16 +69,49 @@ func traceStart(ctx context.Context, dir string, argv []string, cwd string, env 
 	if err := os.Mkdir(scratch, 0o700); err != nil {
 		return nil, err
 	}
-	script := traceScript(scratch, out, strace, argv, cwd, addrs, overlayMounts())
-	timedOut, err := runTraceScript(ctx, script, env, out, tcpPorts)
-	if err != nil {
-		return nil, err
+	// A trace that produced nothing (strace or the chroot failed at once)
+	// is tried once more; the second failure says what strace printed.
+	for try := 1; ; try++ {
+		script := traceScript(scratch, out, strace, argv, cwd, addrs, overlayMounts())
+		timedOut, err := runTraceScript(ctx, script, env, out, tcpPorts)
+		if err != nil {
+			return nil, err
+		}
+		res, err := parseTraceDir(out, cwd)
+		if err == nil {
+			if timedOut {
+				res.Unsettled = lastActivity(out)
+			}
+			return res, nil
+		}
+		if try == 2 || ctx.Err() != nil {
+			b, _ := os.ReadFile(filepath.Join(out, "stderr"))
+			if msg := lastLines(string(b), 3); msg != "" {
+				err = fmt.Errorf("%w (it printed: %s)", err, msg)
+			}
+			return nil, err
+		}
+		for _, d := range []string{out, scratch} {
+			os.RemoveAll(d)
+			if err := os.Mkdir(d, 0o700); err != nil {
+				return nil, err
+			}
+		}
 	}
-	res, err := parseTraceDir(out, cwd)
-	if err == nil && timedOut {
-		res.Unsettled = lastActivity(out)
+}
+
+// lastLines returns the last n non-empty lines of s, joined by " | ".
+func lastLines(s string, n int) string {
+	var out []string
+	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, l)
+		}
 	}
-	return res, err
+	if len(out) > n {
+		out = out[len(out)-n:]
+	}
+	return strings.Join(out, " | ")
 }
 
 // lastActivity names the trace file written last and its last line: what
@@ -325,8 +358,8 @@ func traceScript(scratch, out, strace string, argv []string, cwd string, addrs [
 	w("set +e")
 	w("exec 3<&0") // an asynchronous list's stdin is /dev/null
 	w("wait $probe; sb=; [ -e $S/seccomp ] && sb=--seccomp-bpf")
-	w("chroot $M sh -c 'cd \"$1\" 2>/dev/null || cd /; shift; exec \"$@\"' sh %s %s -f $sb -I1 -qq -s 512 -ff -o /.migrate-trace/t -e trace=%%file,%%process,chdir,fchdir -- %s </dev/null >/dev/null 2>&1 3<&- &",
-		shq(cwd), shq(strace), strings.Join(q, " "))
+	w("chroot $M sh -c 'cd \"$1\" 2>/dev/null || cd /; shift; exec \"$@\"' sh %s %s -f $sb -I1 -qq -s 512 -ff -o /.migrate-trace/t -e trace=%%file,%%process,chdir,fchdir -- %s </dev/null >/dev/null 2>%s 3<&- &",
+		shq(cwd), shq(strace), strings.Join(q, " "), shq(filepath.Join(out, "stderr")))
 	// The capture closes our stdin once the trace has settled (see
 	// watchTrace); leaving ends the PID namespace and every process in it.
 	w("pid=$!")

@@ -41,3 +41,24 @@ func TestTraceUnsettled(t *testing.T) {
 		t.Fatalf("a settled start-up reported %q", res.Unsettled)
 	}
 }
+
+// A start-up whose tracer cannot run (here: the chroot's shell is given a
+// command that does not exist) ends at once with an error or a trace of
+// the failed exec, never a hang.
+func TestTraceMissingCommand(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "tracing needs root")
+	}
+	if _, err := exec.LookPath("strace"); err != nil {
+		testenv.Skip(t, "strace not installed")
+	}
+	start := time.Now()
+	res, err := traceStart(context.Background(), t.TempDir(), []string{"/nonexistent/daemon"}, "/", nil, nil, nil)
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("took %v", took)
+	}
+	t.Logf("res %+v err %v", res, err)
+	if err == nil && res.Unsettled != "" {
+		t.Fatalf("a command that does not exist left an unsettled trace: %q", res.Unsettled)
+	}
+}
