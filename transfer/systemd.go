@@ -17,8 +17,11 @@ var unitDir = "/etc/systemd/system"
 
 func unitName(l Layout) string { return "migrate-" + l.Name + ".service" }
 
+// systemdDir exists when systemd is the init (sd_booted(3)'s test).
+var systemdDir = "/run/systemd/system"
+
 func systemdRunning() bool {
-	fi, err := os.Stat("/run/systemd/system")
+	fi, err := os.Stat(systemdDir)
 	return err == nil && fi.IsDir()
 }
 
