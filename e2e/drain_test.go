@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +23,44 @@ import (
 	"github.com/migrate-tool/migrate/internal/testbed"
 	"github.com/migrate-tool/migrate/migrate"
 )
+
+// drainRecords are drain's --json records, read as they come.
+type drainRecords struct {
+	mu        sync.Mutex
+	recs      []pdDrainRecord
+	following chan struct{} // closed at the first record following the log
+	done      chan struct{} // closed when the output ends
+}
+
+func readDrainRecords(r io.Reader) *drainRecords {
+	d := &drainRecords{following: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(d.done)
+		sc := bufio.NewScanner(r)
+		var once sync.Once
+		for sc.Scan() {
+			var r pdDrainRecord
+			if json.Unmarshal(sc.Bytes(), &r) != nil {
+				continue
+			}
+			r.at = time.Now()
+			d.mu.Lock()
+			d.recs = append(d.recs, r)
+			d.mu.Unlock()
+			if r.Following {
+				once.Do(func() { close(d.following) })
+			}
+		}
+	}()
+	return d
+}
+
+// all returns the records read so far.
+func (d *drainRecords) all() []pdDrainRecord {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.recs)
+}
 
 // pdInnerPID is the PID of p inside its host's PID namespace.
 func pdInnerPID(t *testing.T, p *testbed.Proc) int {
@@ -187,28 +226,8 @@ func TestDrainOnTestBed(t *testing.T) {
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	must(cmd.Start())
-	var mu sync.Mutex
-	var recs []pdDrainRecord
-	following := make(chan struct{})
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		sc := bufio.NewScanner(stdout)
-		once := sync.Once{}
-		for sc.Scan() {
-			var r pdDrainRecord
-			if json.Unmarshal(sc.Bytes(), &r) != nil {
-				continue
-			}
-			r.at = time.Now()
-			mu.Lock()
-			recs = append(recs, r)
-			mu.Unlock()
-			if r.Following {
-				once.Do(func() { close(following) })
-			}
-		}
-	}()
+	dr := readDrainRecords(stdout)
+	following, readDone := dr.following, dr.done
 	select {
 	case <-following:
 	case <-time.After(30 * time.Second):
@@ -226,9 +245,7 @@ func TestDrainOnTestBed(t *testing.T) {
 	// for a second (at least 4 s, at most 20 s).
 	var dnsNewAt time.Time
 	dnsNew := func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, r := range recs {
+		for _, r := range dr.all() {
 			if r.Type == "status" && r.DNSOK && r.CachesOK {
 				return true
 			}
@@ -291,8 +308,7 @@ func TestDrainOnTestBed(t *testing.T) {
 		cmd.Process.Kill()
 		t.Fatalf("drain did not end after the traffic stopped; stderr:\n%s", stderr.String())
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	recs := dr.all()
 	last := recs[len(recs)-1]
 	if last.Type != "summary" {
 		t.Fatalf("last record %+v", last)
@@ -412,28 +428,8 @@ func TestDrainAfterCutover(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var recs []pdDrainRecord
-	following := make(chan struct{})
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		sc := bufio.NewScanner(stdout)
-		var once sync.Once
-		for sc.Scan() {
-			var r pdDrainRecord
-			if json.Unmarshal(sc.Bytes(), &r) != nil {
-				continue
-			}
-			r.at = time.Now()
-			mu.Lock()
-			recs = append(recs, r)
-			mu.Unlock()
-			if r.Following {
-				once.Do(func() { close(following) })
-			}
-		}
-	}()
+	dr := readDrainRecords(stdout)
+	following, readDone := dr.following, dr.done
 	select {
 	case <-following:
 	case <-time.After(60 * time.Second):
@@ -451,13 +447,11 @@ func TestDrainAfterCutover(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	stopped := time.Now()
-	mu.Lock()
-	for _, r := range recs {
+	for _, r := range dr.all() {
 		if r.Type == "summary" || r.Drained {
 			t.Errorf("drain ended while requests still came: %+v", r)
 		}
 	}
-	mu.Unlock()
 
 	waitErr := make(chan error, 1)
 	go func() { <-readDone; waitErr <- cmd.Wait() }()
@@ -469,8 +463,7 @@ func TestDrainAfterCutover(t *testing.T) {
 	case <-time.After(90 * time.Second):
 		t.Fatalf("drain did not end after the requests stopped; stderr:\n%s", stderr.String())
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	recs := dr.all()
 	last := recs[len(recs)-1]
 	sawTraffic := false
 	for _, r := range recs {
