@@ -106,6 +106,10 @@ func postfixConfDir(s *service) string {
 	return "/etc/postfix"
 }
 
+// ReadPostfixMainCf parses a Postfix main.cf as readMainCf does; the
+// cutover reads queue_directory with it.
+func ReadPostfixMainCf(file string) map[string]string { return readMainCf(file) }
+
 // readMainCf parses Postfix main.cf into name -> value (continuation
 // lines joined, $name and ${name} expanded against itself and defaults).
 func readMainCf(file string) map[string]string {

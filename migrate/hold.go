@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/migrate-tool/migrate/internal/procstat"
 	"github.com/migrate-tool/migrate/internal/takeover"
 )
 
@@ -433,7 +434,7 @@ func (h *holder) waitListening(pid int, timeout time.Duration) error {
 		if missing == 0 {
 			return nil
 		}
-		if st, ok := readProcStat(pid); !ok || st.zombie {
+		if !procstat.Alive(pid) {
 			return fmt.Errorf("the old service (pid %d) exited before it listened on port %d", pid, missing)
 		}
 		if time.Now().After(deadline) {

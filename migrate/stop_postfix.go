@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/migrate-tool/migrate/capture"
 	"github.com/migrate-tool/migrate/internal/takeover"
 )
 
@@ -252,33 +254,23 @@ func quiescePostfix(ctx context.Context, tree *procTree, master int, ports []int
 
 // postfixSessions returns the processes of the service, but master, that
 // still listen on one of ports (the old generation of smtpd, before it
-// exits) or hold a connection accepted on one.
+// exits) or hold a connection accepted on one. Only the service's own
+// processes' descriptors are read.
 func postfixSessions(tree *procTree, master int, ports []int) []int {
-	conns := map[uint64]bool{}
-	listening := map[int]bool{}
+	listen, conns := map[uint64]bool{}, map[uint64]bool{}
 	for _, p := range ports {
-		if c, err := takeover.Connections("/proc", p); err == nil {
-			for ino := range c {
-				conns[ino] = true
-			}
-		}
-		if socks, err := takeover.Find("/proc", "tcp", p); err == nil {
-			for _, s := range socks {
-				listening[s.PID] = true
-			}
-		}
+		l, _ := takeover.ListenInodes("/proc", p)
+		c, _ := takeover.Connections("/proc", p)
+		maps.Copy(listen, l)
+		maps.Copy(conns, c)
 	}
 	var busy []int
 	for _, pid := range tree.alive() {
 		if pid == master {
 			continue
 		}
-		if listening[pid] && exeName(pid) != "false" {
-			busy = append(busy, pid)
-			continue
-		}
 		for _, ino := range takeover.SocketInodes("/proc", pid) {
-			if conns[ino] {
+			if conns[ino] || (listen[ino] && exeName(pid) != "false") {
 				busy = append(busy, pid)
 				break
 			}
@@ -296,14 +288,7 @@ func postfixQueueDir(master int) string {
 	if err != nil {
 		return ""
 	}
-	dir := "/var/spool/postfix"
-	if b, err := os.ReadFile(filepath.Join(root, cfg.dir, "main.cf")); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(l, "="); ok && strings.TrimSpace(k) == "queue_directory" && !strings.ContainsAny(v, "$") {
-				dir = strings.TrimSpace(v)
-			}
-		}
-	}
+	dir := capture.ReadPostfixMainCf(filepath.Join(root, cfg.dir, "main.cf"))["queue_directory"]
 	p := filepath.Join(root, dir)
 	if _, err := os.Stat(filepath.Join(p, "incoming")); err != nil {
 		return ""

@@ -94,26 +94,6 @@ func TestRestorePostfixConfig(t *testing.T) {
 	}
 }
 
-// TestHelperListener is a process of a fake Postfix: it listens on
-// QUIESCE_ADDR (as an smtpd holds the service's socket) until killed.
-func TestHelperListener(t *testing.T) {
-	addr := os.Getenv("QUIESCE_ADDR")
-	if addr == "" {
-		return
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		os.Exit(3)
-	}
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			os.Exit(0)
-		}
-		defer c.Close()
-	}
-}
-
 // fakePostfix starts a "master" (a shell that ignores SIGHUP) with
 // MAIL_CONFIG naming a directory whose master.cf has an inet service on a
 // free port, and a child of it listening there like an smtpd.
@@ -129,8 +109,9 @@ func fakePostfix(t *testing.T) (master int, port int, conf string, child *os.Pro
 	conf = fmt.Sprintf("pickup unix n - y 60 1 pickup\n127.0.0.1:%d inet n - n - - smtpd\n  -o smtpd_tls_security_level=none\n", port)
 	os.WriteFile(filepath.Join(dir, "master.cf"), []byte(conf), 0o644)
 	exe, _ := os.Executable()
-	cmd := exec.Command("sh", "-c", `trap "" HUP; "$0" -test.run='^TestHelperListener$' & echo $!; wait`, exe)
-	cmd.Env = append(os.Environ(), "MAIL_CONFIG="+dir, fmt.Sprintf("QUIESCE_ADDR=127.0.0.1:%d", port))
+	cmd := exec.Command("sh", "-c", `trap "" HUP; "$0" -test.run='^TestHelperOldService$' & echo $!; wait`, exe)
+	// The smtpd is hold_test.go's stand-in for an old service.
+	cmd.Env = append(os.Environ(), "MAIL_CONFIG="+dir, "HOLD_HELPER=1", fmt.Sprintf("HOLD_HELPER_ADDR=127.0.0.1:%d", port))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

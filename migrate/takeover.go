@@ -17,6 +17,7 @@ import (
 
 	"github.com/migrate-tool/migrate/internal/agent"
 	"github.com/migrate-tool/migrate/internal/hint"
+	"github.com/migrate-tool/migrate/internal/procstat"
 	"github.com/migrate-tool/migrate/internal/takeover"
 )
 
@@ -398,8 +399,8 @@ type procTree struct {
 func newProcTree(root int, extra []int) *procTree {
 	t := &procTree{procs: map[int]uint64{}}
 	for _, pid := range append([]int{root}, extra...) {
-		if st, ok := readProcStat(pid); ok {
-			t.add(pid, st.start)
+		if st, ok := procstat.Read(pid); ok {
+			t.add(pid, st.Start)
 		}
 	}
 	t.grow()
@@ -422,14 +423,14 @@ func (t *procTree) grow() {
 		return
 	}
 	children := map[int][]int{}
-	stats := map[int]procStat{}
+	stats := map[int]procstat.Stat{}
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		if st, ok := readProcStat(pid); ok {
-			children[st.ppid] = append(children[st.ppid], pid)
+		if st, ok := procstat.Read(pid); ok {
+			children[st.PPID] = append(children[st.PPID], pid)
 			stats[pid] = st
 		}
 	}
@@ -437,12 +438,12 @@ func (t *procTree) grow() {
 	for len(queue) > 0 {
 		p := queue[0]
 		queue = queue[1:]
-		if st, ok := stats[p]; !ok || st.start != t.procs[p] {
+		if st, ok := stats[p]; !ok || st.Start != t.procs[p] {
 			continue // gone, or the pid now belongs to another process
 		}
 		for _, c := range children[p] {
 			if _, ok := t.procs[c]; !ok {
-				t.add(c, stats[c].start)
+				t.add(c, stats[c].Start)
 				queue = append(queue, c)
 			}
 		}
@@ -454,7 +455,7 @@ func (t *procTree) alive() []int {
 	t.grow()
 	var out []int
 	for _, pid := range t.order {
-		if st, ok := readProcStat(pid); ok && st.start == t.procs[pid] && !st.zombie {
+		if st, ok := procstat.Read(pid); ok && st.Start == t.procs[pid] && !st.Zombie() {
 			out = append(out, pid)
 		}
 	}
@@ -476,34 +477,6 @@ func (t *procTree) describe(pids []int) string {
 	return b.String()
 }
 
-type procStat struct {
-	ppid   int
-	start  uint64
-	zombie bool
-}
-
-// readProcStat reads a process's parent, start time and state from
-// /proc/PID/stat.
-func readProcStat(pid int) (procStat, bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return procStat{}, false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return procStat{}, false
-	}
-	f := strings.Fields(s[i+1:])
-	// f[0] is field 3 (state), f[1] field 4 (ppid), f[19] field 22 (starttime).
-	if len(f) < 20 {
-		return procStat{}, false
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	start, _ := strconv.ParseUint(f[19], 10, 64)
-	return procStat{ppid: ppid, start: start, zombie: f[0] == "Z" || f[0] == "X"}, true
-}
-
 func parseSignal(name string) (syscall.Signal, error) {
 	switch strings.TrimPrefix(strings.ToUpper(name), "SIG") {
 	case "TERM":
@@ -523,8 +496,8 @@ func parseSignal(name string) (syscall.Signal, error) {
 }
 
 func parentOf(pid int) int {
-	st, _ := readProcStat(pid)
-	return st.ppid
+	st, _ := procstat.Read(pid)
+	return st.PPID
 }
 
 func exeName(pid int) string {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/migrate-tool/migrate/internal/procstat"
 	"github.com/migrate-tool/migrate/internal/takeover"
 )
 
@@ -45,8 +46,7 @@ func startTree(t *testing.T, script string, children int) (*exec.Cmd, []int) {
 }
 
 func alive(pid int) bool {
-	st, ok := readProcStat(pid)
-	return ok && !st.zombie
+	return procstat.Alive(pid)
 }
 
 // The service's children that outlive its main process are waited for: a

@@ -18,8 +18,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/migrate-tool/migrate/internal/procstat"
 )
 
 // Spec describes the service to run. It is written as spec.json into Dir
@@ -115,25 +116,15 @@ func isSupervisor(pid int, dir string) bool {
 		// A process in the middle of execve has no arguments yet (the
 		// kernel sets them up after waking the vfork parent): the
 		// supervisor just started.
-		return syscall.Kill(pid, 0) == nil && !isZombie(pid)
+		return procstat.Alive(pid)
 	}
 	args := strings.Split(string(b), "\x00")
 	for _, a := range args {
 		if a == filepath.Join(dir, specFile) {
-			return syscall.Kill(pid, 0) == nil && !isZombie(pid)
+			return procstat.Alive(pid)
 		}
 	}
 	return false
-}
-
-func isZombie(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z'
 }
 
 // ReadSpec reads the spec stored in dir.

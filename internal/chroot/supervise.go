@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/migrate-tool/migrate/internal/procstat"
 )
 
 // Exe is the binary re-executed as supervisor and init; its first
@@ -346,21 +348,8 @@ func childOf(pid int) int {
 }
 
 func ppidOf(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 2 {
-		return 0
-	}
-	n, _ := strconv.Atoi(f[1])
-	return n
+	st, _ := procstat.Read(pid)
+	return st.PPID
 }
 
 // ServicePID returns the host pid of the running service, or 0.

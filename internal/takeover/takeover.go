@@ -10,11 +10,13 @@ package takeover
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -38,15 +40,9 @@ var ErrNotFound = errors.New("no process listens on that port")
 // Find returns the sockets listening on port (TCP; UDP when proto is
 // "udp"), one per process that holds it. procRoot is normally "/proc".
 func Find(procRoot, proto string, port int) ([]Socket, error) {
-	inodes := map[uint64]string{}
-	files := []string{"net/tcp", "net/tcp6"}
-	if proto == "udp" {
-		files = []string{"net/udp", "net/udp6"}
-	}
-	for _, f := range files {
-		if err := scanNet(filepath.Join(procRoot, f), proto, port, inodes); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, err
-		}
+	inodes, err := netInodes(procRoot, proto, port)
+	if err != nil {
+		return nil, err
 	}
 	if len(inodes) == 0 {
 		return nil, hint.With(fmt.Errorf("%s port %d: %w", proto, port, ErrNotFound), "is the service running on this host?")
@@ -61,26 +57,13 @@ func Find(procRoot, proto string, port int) ([]Socket, error) {
 		if err != nil {
 			continue
 		}
-		fdDir := filepath.Join(procRoot, p.Name(), "fd")
-		fds, err := os.ReadDir(fdDir)
-		if err != nil {
-			continue // gone, or not ours to read
-		}
-		for _, fd := range fds {
-			link, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
-			if err != nil || !strings.HasPrefix(link, "socket:[") {
-				continue
-			}
-			ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 64)
-			if err != nil {
-				continue
-			}
+		for fd, ino := range socketFDs(procRoot, pid) {
 			if addr, ok := inodes[ino]; ok {
-				n, _ := strconv.Atoi(fd.Name())
-				out = append(out, Socket{PID: pid, FD: n, Inode: ino, Proto: proto, Addr: addr})
+				out = append(out, Socket{PID: pid, FD: fd, Inode: ino, Proto: proto, Addr: addr})
 			}
 		}
 	}
+	slices.SortFunc(out, func(a, b Socket) int { return cmp.Or(a.PID-b.PID, a.FD-b.FD) })
 	if len(out) == 0 {
 		return nil, fmt.Errorf("%s port %d is open but no process found holding it (permission?)", proto, port)
 	}
@@ -106,21 +89,59 @@ func Connections(procRoot string, port int) (map[uint64]bool, error) {
 	return out, nil
 }
 
+// netInodes maps the inodes of the sockets listening on port (TCP; any
+// bound UDP socket when proto is "udp") to their local address.
+func netInodes(procRoot, proto string, port int) (map[uint64]string, error) {
+	inodes := map[uint64]string{}
+	files := []string{"net/tcp", "net/tcp6"}
+	if proto == "udp" {
+		files = []string{"net/udp", "net/udp6"}
+	}
+	for _, f := range files {
+		if err := scanNet(filepath.Join(procRoot, f), proto, port, inodes); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+	}
+	return inodes, nil
+}
+
+// ListenInodes returns the inodes of the TCP sockets listening on port.
+func ListenInodes(procRoot string, port int) (map[uint64]bool, error) {
+	inodes, err := netInodes(procRoot, "tcp", port)
+	out := map[uint64]bool{}
+	for ino := range inodes {
+		out[ino] = true
+	}
+	return out, err
+}
+
 // SocketInodes returns the socket inodes among a process's open files.
 func SocketInodes(procRoot string, pid int) []uint64 {
+	var out []uint64
+	for _, ino := range socketFDs(procRoot, pid) {
+		out = append(out, ino)
+	}
+	return out
+}
+
+// socketFDs maps a process's file descriptors that are sockets to their
+// inodes (none if the process is gone or not ours to read).
+func socketFDs(procRoot string, pid int) map[int]uint64 {
 	fdDir := filepath.Join(procRoot, strconv.Itoa(pid), "fd")
 	fds, err := os.ReadDir(fdDir)
 	if err != nil {
 		return nil
 	}
-	var out []uint64
+	out := map[int]uint64{}
 	for _, fd := range fds {
 		link, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
 		if err != nil || !strings.HasPrefix(link, "socket:[") {
 			continue
 		}
-		if ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 64); err == nil {
-			out = append(out, ino)
+		ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 64)
+		n, err2 := strconv.Atoi(fd.Name())
+		if err == nil && err2 == nil {
+			out[n] = ino
 		}
 	}
 	return out

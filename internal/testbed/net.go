@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/migrate-tool/migrate/internal/procstat"
 )
 
 // LockDir holds one lock file per subnet index.
@@ -253,20 +255,11 @@ func netnsPids(want map[[2]uint64]bool) []int {
 		if syscall.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &st) != nil {
 			continue
 		}
-		if want[[2]uint64{st.Dev, st.Ino}] && !isZombie(pid) {
+		if want[[2]uint64{st.Dev, st.Ino}] && procstat.Alive(pid) {
 			pids = append(pids, pid)
 		}
 	}
 	return pids
-}
-
-func isZombie(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z'
 }
 
 // lookPath finds a program on PATH or in the sbin directories, which a

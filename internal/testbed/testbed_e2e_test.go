@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/migrate-tool/migrate/internal/procstat"
 )
 
 func ctxT(t *testing.T) context.Context {
@@ -243,7 +245,7 @@ func TestStaleLeftoversRemoved(t *testing.T) {
 		t.Errorf("stale link not removed")
 	}
 	time.Sleep(10 * time.Millisecond)
-	if err := syscall.Kill(sleeper.Process.Pid, 0); err == nil && !isZombie(sleeper.Process.Pid) {
+	if err := syscall.Kill(sleeper.Process.Pid, 0); err == nil && procstat.Alive(sleeper.Process.Pid) {
 		t.Errorf("process in the stale namespace survives")
 	}
 }
@@ -295,7 +297,7 @@ func TestCrashedRunCleanedUp(t *testing.T) {
 	cmd.Wait()
 	for _, pid := range []int{initPid, sshdPid} {
 		WaitFor(t, fmt.Sprintf("pid %d to die with its test process", pid), 5*time.Second, func() error {
-			if syscall.Kill(pid, 0) == nil && !isZombie(pid) {
+			if procstat.Alive(pid) {
 				return fmt.Errorf("still running")
 			}
 			return nil
