@@ -22,6 +22,7 @@ import (
 // reader appends to its own file in a private temp directory.
 type spool struct {
 	dir   string
+	lock  *os.File // the directory itself, flocked while the spool is in use
 	files [readWorkers]*os.File
 	offs  [readWorkers]int64
 	mu    sync.Mutex
@@ -58,6 +59,10 @@ func newSpool() (*spool, error) {
 		return nil, spoolError(err)
 	}
 	s := &spool{dir: dir, loc: map[string]spoolLoc{}}
+	if s.lock, err = lockDir(dir); err != nil {
+		s.close()
+		return nil, spoolError(err)
+	}
 	for i := range s.files {
 		if s.files[i], err = os.CreateTemp(dir, "bodies-"); err != nil {
 			s.close()
@@ -67,18 +72,42 @@ func newSpool() (*spool, error) {
 	return s, nil
 }
 
+// lockDir opens dir and takes an exclusive flock on it, held until the
+// returned file is closed (or its process dies).
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	return f, nil
+}
+
+// sweepGrace is how old an unlocked spool must be before it is swept, so
+// that one whose creator has not locked it yet is never taken.
+var sweepGrace = time.Minute
+
 // sweepSpools removes the spools of capture processes that no longer run
-// (killed mid-capture, so their deferred cleanup never ran).
+// (killed mid-capture, so their deferred cleanup never ran). A live
+// capture holds a flock on its spool; the lock, not the PID in the name,
+// decides, because a capture in another PID namespace sharing this /tmp
+// (containers, the test bed's hosts) has a PID that is meaningless here.
 func sweepSpools() {
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "migrate-capture-*"))
 	for _, d := range dirs {
-		var pid int
-		if _, err := fmt.Sscanf(filepath.Base(d), "migrate-capture-%d-", &pid); err != nil || pid <= 0 {
+		fi, err := os.Lstat(d)
+		if err != nil || !fi.IsDir() || time.Since(fi.ModTime()) < sweepGrace {
 			continue
 		}
-		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-			os.RemoveAll(d)
+		f, err := lockDir(d)
+		if err != nil {
+			continue // in use (or not ours to open)
 		}
+		os.RemoveAll(d)
+		f.Close()
 	}
 }
 
@@ -97,6 +126,9 @@ func (s *spool) close() {
 		}
 	}
 	os.RemoveAll(s.dir)
+	if s.lock != nil {
+		s.lock.Close()
+	}
 }
 
 // take copies e's file into spool file w while hashing it, and sets e's

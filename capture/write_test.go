@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"github.com/migrate-tool/migrate/internal/testenv"
 	"io"
 	"os"
@@ -148,27 +147,5 @@ func TestSpoolSnapshot(t *testing.T) {
 	n, _ := io.Copy(h, rc)
 	if n != g.Size || hex.EncodeToString(h.Sum(nil)) != g.SHA256 {
 		t.Fatal("spooled body does not match its entry")
-	}
-}
-
-func TestSweepSpools(t *testing.T) {
-	t.Setenv("TMPDIR", t.TempDir())
-	dead := filepath.Join(os.TempDir(), "migrate-capture-999999999-1")
-	live := filepath.Join(os.TempDir(), fmt.Sprintf("migrate-capture-%d-1", os.Getpid()))
-	os.MkdirAll(dead, 0o700)
-	os.MkdirAll(live, 0o700)
-	sp, err := newSpool()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sp.close()
-	if _, err := os.Stat(dead); err == nil {
-		t.Error("spool of a dead process not swept")
-	}
-	if _, err := os.Stat(live); err != nil {
-		t.Error("spool of a live process swept")
-	}
-	if _, err := os.Stat(sp.dir); err == nil {
-		t.Error("closed spool not removed")
 	}
 }
