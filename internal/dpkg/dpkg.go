@@ -122,6 +122,9 @@ type DB struct {
 	Admin    string
 	Packages map[string]*Package // by name (and "name:arch" for multi-arch same)
 	owners   map[string][]string // path -> package names, built on first Owner call
+
+	infoOnce  sync.Once
+	infoNames map[string]bool // the names in admin/info, read once; nil if unreadable
 }
 
 // Open reads admin/status. A missing database is an error wrapping
@@ -157,7 +160,29 @@ func Open(admin string) (*DB, error) {
 func (db *DB) Lookup(name string) *Package { return db.Packages[name] }
 
 // infoFile returns admin/info/NAME[.:arch].EXT, whichever exists.
+// The directory is listed once (one getdents instead of a stat per
+// package); a name it lacks is looked up again, in case dpkg added it since.
 func (db *DB) infoFile(p *Package, ext string) string {
+	db.infoOnce.Do(func() {
+		d, err := os.Open(filepath.Join(db.Admin, "info"))
+		if err != nil {
+			return
+		}
+		defer d.Close()
+		names, err := d.Readdirnames(-1)
+		if err != nil {
+			return
+		}
+		db.infoNames = make(map[string]bool, len(names))
+		for _, n := range names {
+			db.infoNames[n] = true
+		}
+	})
+	for _, n := range []string{p.Name + ":" + p.Arch + "." + ext, p.Name + "." + ext} {
+		if db.infoNames[n] {
+			return filepath.Join(db.Admin, "info", n)
+		}
+	}
 	for _, n := range []string{p.Name + ":" + p.Arch, p.Name} {
 		f := filepath.Join(db.Admin, "info", n+"."+ext)
 		if _, err := os.Lstat(f); err == nil {
@@ -165,6 +190,34 @@ func (db *DB) infoFile(p *Package, ext string) string {
 		}
 	}
 	return ""
+}
+
+// readInto reads file f into buf (grown if needed) and returns its bytes:
+// the lists of every package are read, one buffer per reader, without a
+// fresh zeroed allocation each.
+func readInto(f string, buf []byte) ([]byte, error) {
+	fd, err := os.Open(f)
+	if err != nil {
+		return buf[:0], err
+	}
+	defer fd.Close()
+	buf = buf[:0]
+	if fi, err := fd.Stat(); err == nil && fi.Size() >= int64(cap(buf)) {
+		buf = make([]byte, 0, fi.Size()+512)
+	}
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := fd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
 }
 
 // Files returns the paths listed in the package's info/*.list, in order
@@ -235,15 +288,17 @@ func (db *DB) Search(want map[string]string) map[string][]string {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
+			buf := make([]byte, 0, 64<<10)
 			for i := w; i < len(pkgs); i += workers {
 				f := db.infoFile(pkgs[i], "list")
 				if f == "" {
 					continue
 				}
-				b, err := os.ReadFile(f)
+				b, err := readInto(f, buf)
 				if err != nil {
 					continue
 				}
+				buf = b
 				for len(b) > 0 {
 					line := b
 					if n := bytes.IndexByte(b, '\n'); n >= 0 {

@@ -143,3 +143,22 @@ func FuzzParseStatus(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkSearch finds the owners of a few library paths in this host's
+// whole database, as a capture does for every file it collects.
+func BenchmarkSearch(b *testing.B) {
+	db, err := Open("")
+	if err != nil {
+		b.Skipf("no dpkg database here: %v", err)
+	}
+	want := map[string]string{}
+	for _, p := range []string{"/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6", "/usr/sbin/nginx", "/etc/nsswitch.conf", "/bin/sh", "/usr/bin/dpkg"} {
+		want[p] = p
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if len(db.Search(want)) == 0 {
+			b.Fatal("nothing found")
+		}
+	}
+}
