@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/migrate-tool/migrate/internal/procstat"
 )
 
 // traceResult is what a traced start-up used.
@@ -36,7 +38,10 @@ var (
 	traceTimeout = 20 * time.Second
 	traceSettle  = 400 * time.Millisecond
 	traceQuick   = 100 * time.Millisecond
-	tracePoll    = 10 * time.Millisecond
+	// traceIdleQuiet is the quiet enough once every traced process waits
+	// for work (see traceIdle).
+	traceIdleQuiet = 20 * time.Millisecond
+	tracePoll      = 10 * time.Millisecond
 )
 
 // traceStart runs argv under strace in throwaway mount, network, PID, IPC
@@ -206,7 +211,15 @@ func watchTrace(ctx context.Context, dir string, unsharePID int, tcpPorts []int,
 				continue
 			}
 			q := now.Sub(quiet)
-			if q >= traceSettle || (q >= traceQuick && len(tcpPorts) > 0 && listening(unsharePID, tcpPorts)) {
+			if q >= traceSettle {
+				return nil
+			}
+			// Once the service listens on its ports, the start-up is over
+			// when every process of it sleeps waiting for work (after a
+			// short quiet, so strace has written what it saw), or else
+			// after traceQuick.
+			if q >= traceIdleQuiet && len(tcpPorts) > 0 && listening(unsharePID, tcpPorts) &&
+				(q >= traceQuick || traceIdle(unsharePID)) {
 				return nil
 			}
 		}
@@ -230,6 +243,65 @@ func traceSize(dir string) int64 {
 		}
 	}
 	return n
+}
+
+// traceIdle reports whether every thread in the trace's PID namespace
+// (unsharePID, waiting for its child, and its descendants: the script,
+// strace and the traced service) sleeps interruptibly, and none in a timed sleep: the service
+// waits for connections or signals, nothing is being done or paused. A
+// thread running, in disk wait, stopped for strace, or a zombie not yet
+// reaped all mean the start-up is still under way.
+func traceIdle(unsharePID int) bool {
+	todo := []int{unsharePID}
+	for n := 0; len(todo) > 0; n++ {
+		if n > 4096 {
+			return false // a fork bomb is not idle
+		}
+		pid := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			return false // gone meanwhile: something is still changing
+		}
+		for _, t := range tasks {
+			tid, err := strconv.Atoi(t.Name())
+			if err != nil {
+				continue
+			}
+			if !taskSleeps(pid, tid) {
+				return false
+			}
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, tid))
+			for _, f := range strings.Fields(string(b)) {
+				if c, err := strconv.Atoi(f); err == nil {
+					todo = append(todo, c)
+				}
+			}
+		}
+	}
+	return true
+}
+
+// taskSleeps reports whether a thread sleeps interruptibly in a system
+// call other than nanosleep/clock_nanosleep (a start script's `sleep`).
+func taskSleeps(pid, tid int) bool {
+	st, ok := procstat.ReadTask(pid, tid)
+	if !ok || st.State != 'S' {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/syscall", pid, tid))
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return false
+	}
+	nr, err := strconv.Atoi(f[0])
+	if err != nil {
+		return false // "running"
+	}
+	return !timedSleep[nr]
 }
 
 // listening reports whether every TCP port in ports listens in the

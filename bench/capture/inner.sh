@@ -50,23 +50,35 @@ capture() { # log capture-args out
 	since "$t0"
 }
 
+# median of its arguments.
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+
 # The capture as it runs by default (traced start-up) and with --trace off,
-# which does what the naive baseline does not either: no tracing.
+# which does what the naive baseline does not either: no tracing. Each is
+# timed $ROUNDS times, the three interleaved (traced, off, naive, traced,
+# …) so that none of them alone runs with cold caches or a busy neighbour;
+# the medians are compared.
+ROUNDS=${ROUNDS:-3}
 bench() { # name capture-args naive-packages
 	name=$1 args=$2 pkgs=$3
-	tc=$(capture "$name" "$args" "$W/$name.tar.zst")
+	tcs= tos= tns=
+	for r in $(seq "$ROUNDS"); do
+		tcs="$tcs $(capture "$name" "$args" "$W/$name.tar.zst")"
+		tos="$tos $(capture "$name.off" "$args --trace off" "$W/$name.off.tar.zst")"
+		tns="$tns $(naive "$W/$name.naive.tar.zst" $pkgs)"
+	done
+	tc=$(median $tcs) to=$(median $tos) tn=$(median $tns)
 	printf '%-8s phases:' "$name"
 	sed -n 's/.*msg="\{0,1\}\([a-z ]*\)"\{0,1\} .*took=\([0-9.a-zµ]*\).*/ \1 at \2;/p' "$W/$name.err" |
 		sed 's/archive written at/archive written in/' | tr -d '\n'
 	echo
-	to=$(capture "$name.off" "$args --trace off" "$W/$name.off.tar.zst")
+	printf '%-8s rounds (s): traced%s | --trace off%s | naive%s\n' "$name" "$tcs" "$tos" "$tns"
 	sc=$(size "$W/$name.tar.zst")
 	so=$(size "$W/$name.off.tar.zst")
 	tt=$(same_list_tar "$W/$name.tar.zst" "$W/$name.same.tar.zst")
 	st=$(size "$W/$name.same.tar.zst")
 	tto=$(same_list_tar "$W/$name.off.tar.zst" "$W/$name.off.same.tar.zst")
 	sto=$(size "$W/$name.off.same.tar.zst")
-	tn=$(naive "$W/$name.naive.tar.zst" $pkgs)
 	sn=$(size "$W/$name.naive.tar.zst")
 	printf '%-8s migrate capture %6ss %10s | --trace off %6ss %10s | tar --zstd same list %6ss %10s | naive dpkg -L+ldd+tar %6ss %10s\n' \
 		"$name" "$tc" "$(mb "$sc")" "$to" "$(mb "$so")" "$tt" "$(mb "$st")" "$tn" "$(mb "$sn")"

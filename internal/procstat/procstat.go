@@ -29,6 +29,15 @@ func Read(pid int) (s Stat, ok bool) {
 	return parse(string(b))
 }
 
+// ReadTask reads /proc/PID/task/TID/stat: one thread's state.
+func ReadTask(pid, tid int) (s Stat, ok bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/stat", pid, tid))
+	if err != nil {
+		return s, false
+	}
+	return parse(string(b))
+}
+
 // parse reads the fields after the command name, which may hold spaces
 // and parentheses: field 3 (state), 4 (ppid) and 22 (starttime).
 func parse(line string) (s Stat, ok bool) {
