@@ -240,17 +240,9 @@ func (t *Tailer) queue(id fileID) error {
 		last.f.Close()
 		t.pending = t.pending[:len(t.pending)-1]
 	}
-	f, err := os.Open(t.path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("tail %s: %w", t.path, err)
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return fmt.Errorf("tail %s: %w", t.path, err)
+	f, fi, err := t.openPath()
+	if f == nil {
+		return err
 	}
 	t.pending = append(t.pending, opened{f, idOf(fi)})
 	t.log.Debug("file rotated, draining the old one", "path", t.path)

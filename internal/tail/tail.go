@@ -233,20 +233,30 @@ func (t *Tailer) closeAll() {
 	}
 }
 
-// open opens path as the current file. first is the initial open, where
-// FromStart decides the offset; later opens read a new file from its start.
-func (t *Tailer) open(first bool) error {
+// openPath opens the tailed path; a nil file and error if it does not
+// exist (between a rotation's rename and the new file's creation).
+func (t *Tailer) openPath() (*os.File, os.FileInfo, error) {
 	f, err := os.Open(t.path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return fmt.Errorf("tail %s: %w", t.path, err)
+		return nil, nil, fmt.Errorf("tail %s: %w", t.path, err)
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return fmt.Errorf("tail %s: %w", t.path, err)
+		return nil, nil, fmt.Errorf("tail %s: %w", t.path, err)
+	}
+	return f, fi, nil
+}
+
+// open opens path as the current file. first is the initial open, where
+// FromStart decides the offset; later opens read a new file from its start.
+func (t *Tailer) open(first bool) error {
+	f, fi, err := t.openPath()
+	if f == nil {
+		return err
 	}
 	t.cur, t.curID, t.off, t.sigLen = f, idOf(fi), 0, 0
 	if first && !t.opts.FromStart && fi.Size() > 0 {
