@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/migrate-tool/migrate/internal/procstat"
 )
 
@@ -247,10 +249,10 @@ func traceSize(dir string) int64 {
 
 // traceIdle reports whether every thread in the trace's PID namespace
 // (unsharePID, waiting for its child, and its descendants: the script,
-// strace and the traced service) sleeps interruptibly, and none in a timed sleep: the service
-// waits for connections or signals, nothing is being done or paused. A
-// thread running, in disk wait, stopped for strace, or a zombie not yet
-// reaped all mean the start-up is still under way.
+// strace and the traced service) sleeps interruptibly, and none in a timed
+// sleep: the service waits for connections or signals, nothing is being
+// done or paused. A thread running, in disk wait, stopped for strace, or a
+// zombie not yet reaped all mean the start-up is still under way.
 func traceIdle(unsharePID int) bool {
 	todo := []int{unsharePID}
 	for n := 0; len(todo) > 0; n++ {
@@ -265,19 +267,11 @@ func traceIdle(unsharePID int) bool {
 		}
 		for _, t := range tasks {
 			tid, err := strconv.Atoi(t.Name())
-			if err != nil {
-				continue
-			}
-			if !taskSleeps(pid, tid) {
+			if err == nil && !taskSleeps(pid, tid) {
 				return false
 			}
-			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, tid))
-			for _, f := range strings.Fields(string(b)) {
-				if c, err := strconv.Atoi(f); err == nil {
-					todo = append(todo, c)
-				}
-			}
 		}
+		todo = append(todo, procstat.Children(pid)...)
 	}
 	return true
 }
@@ -304,16 +298,18 @@ func taskSleeps(pid, tid int) bool {
 	return !timedSleep[nr]
 }
 
+// timedSleep holds the system calls of a timed sleep.
+var timedSleep = map[int]bool{unix.SYS_NANOSLEEP: true, unix.SYS_CLOCK_NANOSLEEP: true}
+
 // listening reports whether every TCP port in ports listens in the
 // network namespace of unsharePID's child (the traced copy's).
 func listening(unsharePID int, ports []int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", unsharePID, unsharePID))
-	child, err2 := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || err2 != nil {
+	children := procstat.Children(unsharePID)
+	if len(children) != 1 {
 		return false
 	}
 	up := map[int]bool{}
-	for _, l := range listeners(child) {
+	for _, l := range listeners(children[0]) {
 		if strings.HasPrefix(l.Proto, "tcp") {
 			up[l.Port.Port] = true
 		}

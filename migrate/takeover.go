@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -416,34 +415,21 @@ func (t *procTree) add(pid int, start uint64) {
 
 // grow adds every running process whose parent is in the tree, until none
 // is left to add (a child forked while the service stops is waited for
-// too).
+// too). Only the tree's own processes are read, not all of /proc.
 func (t *procTree) grow() {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return
-	}
-	children := map[int][]int{}
-	stats := map[int]procstat.Stat{}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if st, ok := procstat.Read(pid); ok {
-			children[st.PPID] = append(children[st.PPID], pid)
-			stats[pid] = st
-		}
-	}
 	queue := slices.Clone(t.order)
 	for len(queue) > 0 {
 		p := queue[0]
 		queue = queue[1:]
-		if st, ok := stats[p]; !ok || st.Start != t.procs[p] {
+		if st, ok := procstat.Read(p); !ok || st.Start != t.procs[p] {
 			continue // gone, or the pid now belongs to another process
 		}
-		for _, c := range children[p] {
-			if _, ok := t.procs[c]; !ok {
-				t.add(c, stats[c].Start)
+		for _, c := range procstat.Children(p) {
+			if _, ok := t.procs[c]; ok {
+				continue
+			}
+			if st, ok := procstat.Read(c); ok {
+				t.add(c, st.Start)
 				queue = append(queue, c)
 			}
 		}

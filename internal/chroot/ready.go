@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/migrate-tool/migrate/internal/procstat"
 )
 
 // Port is a socket the service is expected to listen on.
@@ -70,26 +72,12 @@ func socketInodes(initPID int) map[string]bool {
 
 // descendants lists pid's children, grandchildren and so on.
 func descendants(pid int) []int {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	kids := map[int][]int{}
-	for _, e := range ents {
-		c, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		pp := ppidOf(c)
-		kids[pp] = append(kids[pp], c)
-	}
 	var out []int
 	todo := []int{pid}
 	for len(todo) > 0 {
-		p := todo[0]
-		todo = todo[1:]
-		out = append(out, kids[p]...)
-		todo = append(todo, kids[p]...)
+		kids := procstat.Children(todo[0])
+		todo = append(todo[1:], kids...)
+		out = append(out, kids...)
 	}
 	return out
 }

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -330,21 +331,11 @@ func childOf(pid int) int {
 	if pid <= 0 {
 		return 0
 	}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
+	kids := procstat.Children(pid)
+	if len(kids) == 0 {
 		return 0
 	}
-	best := 0
-	for _, e := range ents {
-		c, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if ppidOf(c) == pid && (best == 0 || c < best) {
-			best = c
-		}
-	}
-	return best
+	return slices.Min(kids)
 }
 
 func ppidOf(pid int) int {

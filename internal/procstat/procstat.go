@@ -1,6 +1,6 @@
 // Package procstat reads a process's /proc/PID/stat: its state, parent
-// and start time, the fields the takeover, the chroot supervisor and the
-// test bed need.
+// and start time, the fields the takeover, the chroot supervisor, the
+// capture's trace and the test bed need; and its children.
 package procstat
 
 import (
@@ -53,6 +53,22 @@ func parse(line string) (s Stat, ok bool) {
 	s.PPID, _ = strconv.Atoi(f[1])
 	s.Start, _ = strconv.ParseUint(f[19], 10, 64)
 	return s, true
+}
+
+// Children returns the pids of pid's children, of all its threads
+// (/proc/PID/task/TID/children); none if pid is gone.
+func Children(pid int) []int {
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	var out []int
+	for _, t := range tasks {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
+		for _, f := range strings.Fields(string(b)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
 }
 
 // Alive reports whether pid runs and is not a zombie.

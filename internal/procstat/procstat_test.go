@@ -2,6 +2,8 @@ package procstat
 
 import (
 	"os"
+	"os/exec"
+	"slices"
 	"testing"
 )
 
@@ -29,5 +31,19 @@ func TestReadSelf(t *testing.T) {
 	}
 	if Alive(1 << 30) {
 		t.Error("a pid that cannot exist is alive")
+	}
+}
+
+func TestChildren(t *testing.T) {
+	cmd := exec.Command("sleep", "5")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	if got := Children(os.Getpid()); !slices.Contains(got, cmd.Process.Pid) {
+		t.Fatalf("Children(self) = %v, want %d among them", got, cmd.Process.Pid)
+	}
+	if got := Children(cmd.Process.Pid); len(got) != 0 {
+		t.Fatalf("Children(sleep) = %v, want none", got)
 	}
 }

@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/migrate-tool/migrate/internal/procstat"
 )
 
 // Proc is a background program running inside a host. Its stdout and
@@ -65,9 +66,8 @@ func (n *Node) start(name string, argv ...string) (*Proc, error) {
 func (p *Proc) findChild() {
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p.pid, p.pid))
-		if f := strings.Fields(string(b)); err == nil && len(f) > 0 {
-			p.child, _ = strconv.Atoi(f[0])
+		if kids := procstat.Children(p.pid); len(kids) > 0 {
+			p.child = kids[0]
 			return
 		}
 		select {
