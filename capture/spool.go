@@ -197,9 +197,7 @@ func copyStable(dst io.Writer, path string) (n int64, sum string, stamp fileStam
 
 // reuse fills e from an earlier copy if the file has not changed since.
 func (s *spool) reuse(e *Entry) bool {
-	s.mu.Lock()
-	l, ok := s.loc[e.Path]
-	s.mu.Unlock()
+	l, ok := s.lookup(e.Path)
 	if !ok {
 		return false
 	}
@@ -242,13 +240,11 @@ func (s *spool) openLoc(l spoolLoc) io.ReadCloser {
 
 // open is the Opener that serves bodies from the spool.
 func (s *spool) open(e *Entry) (io.ReadCloser, error) {
-	s.mu.Lock()
-	l, ok := s.loc[e.Path]
-	s.mu.Unlock()
+	l, ok := s.lookup(e.Path)
 	if !ok {
 		return nil, fmt.Errorf("%s: not in the capture spool", e.Path)
 	}
-	return io.NopCloser(io.NewSectionReader(s.files[l.file], l.off, l.size)), nil
+	return s.openLoc(l), nil
 }
 
 // snapAll is hashAll with every body copied into the spool.

@@ -200,7 +200,7 @@ func quiescePostfix(ctx context.Context, tree *procTree, master int, ports []int
 	path, err := cfg.reachable()
 	if err != nil {
 		logf("postfix: cannot change its master.cf (%v); stopping it as usual, which cuts sessions in progress", err)
-		return func() error { return nil }, nil
+		return noRestore, nil
 	}
 	orig, err := os.ReadFile(path)
 	if err != nil {
@@ -209,7 +209,7 @@ func quiescePostfix(ctx context.Context, tree *procTree, master int, ports []int
 	changed, services := disableInet(orig, ports)
 	if len(services) == 0 {
 		logf("postfix: no inet service on ports %v in %s/master.cf; stopping it as usual", ports, cfg.dir)
-		return func() error { return nil }, nil
+		return noRestore, nil
 	}
 	bak := postfixBackupPath(stateDir)
 	if err := os.WriteFile(bak, orig, 0o600); err != nil {
@@ -224,7 +224,7 @@ func quiescePostfix(ctx context.Context, tree *procTree, master int, ports []int
 		os.Remove(bak + ".path")
 		os.Remove(bak)
 		logf("postfix: cannot change %s (%v); stopping it as usual, which cuts sessions in progress", path, err)
-		return func() error { return nil }, nil
+		return noRestore, nil
 	}
 	if err := syscall.Kill(master, syscall.SIGHUP); err != nil {
 		restore()
@@ -251,6 +251,9 @@ func quiescePostfix(ctx context.Context, tree *procTree, master int, ports []int
 		}
 	}
 }
+
+// noRestore is quiescePostfix's restore when master.cf was left as it was.
+func noRestore() error { return nil }
 
 // postfixSessions returns the processes of the service, but master, that
 // still listen on one of ports (the old generation of smtpd, before it
