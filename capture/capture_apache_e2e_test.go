@@ -39,12 +39,7 @@ func TestCaptureApacheE2E(t *testing.T) {
 	}
 	ld := startHTTPLoad(url, "apache v1\n")
 	out := t.TempDir() + "/apache2.tar.zst"
-	r := captureOld(t, bed, out, "--service", "apache2")
-	ld.check(t)
-	m := r.Manifest()
-	es := index(m)
-	checkCommon(t, m)
-	checkLdd(t, m)
+	m, es := captureLoaded(t, bed, out, ld, "--service", "apache2")
 	if e := requireEntry(t, es, "/srv/www/index.html", capture.TypeFile); !hasReason(e, "data:docroot") {
 		t.Errorf("docroot file reasons %v", e.Reasons)
 	}
@@ -69,12 +64,5 @@ func TestCaptureApacheE2E(t *testing.T) {
 	}
 
 	// The archive alone rebuilds a working Apache in a chroot on new.
-	rebuild(t, bed.New, out, m)
-	np := bed.New.Start(t, "apache2-chroot", append([]string{"chroot", "/srv/chroot"}, m.Start...)...)
-	if err := testbed.WaitHTTP("http://"+bed.New.Addr+"/", 15*time.Second, np); err != nil {
-		t.Fatalf("rebuilt apache2: %v\n%s", err, np.Log())
-	}
-	if body := get(t, "http://"+bed.New.Addr+"/"); body != "apache v1\n" {
-		t.Fatalf("rebuilt apache2 served %q", body)
-	}
+	rebuiltServes(t, bed, out, m, "apache2", "apache v1\n", 15*time.Second)
 }

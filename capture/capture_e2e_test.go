@@ -277,12 +277,7 @@ func TestCaptureNginxE2E(t *testing.T) {
 	}
 	ld := startHTTPLoad(url, "v1\n")
 	out := filepath.Join(t.TempDir(), "nginx.tar.zst")
-	r := captureOld(t, bed, out, "--service", "nginx")
-	ld.check(t)
-	m := r.Manifest()
-	es := index(m)
-	checkCommon(t, m)
-	checkLdd(t, m)
+	m, es := captureLoaded(t, bed, out, ld, "--service", "nginx")
 	checkMaps(t, m, p.Pid())
 	if e := requireEntry(t, es, "/srv/www/index.html", capture.TypeFile); !hasReason(e, "data:root") {
 		t.Errorf("docroot file reasons %v", e.Reasons)
@@ -313,14 +308,7 @@ func TestCaptureNginxE2E(t *testing.T) {
 	}
 
 	// The archive alone rebuilds a working nginx in a chroot on new.
-	rebuild(t, bed.New, out, m)
-	np := bed.New.Start(t, "nginx-chroot", append([]string{"chroot", "/srv/chroot"}, m.Start...)...)
-	if err := testbed.WaitHTTP("http://"+bed.New.Addr+"/", 10*time.Second, np); err != nil {
-		t.Fatalf("rebuilt nginx: %v\n%s", err, np.Log())
-	}
-	if body := get(t, "http://"+bed.New.Addr+"/"); body != "v1\n" {
-		t.Fatalf("rebuilt nginx served %q", body)
-	}
+	rebuiltServes(t, bed, out, m, "nginx", "v1\n", 10*time.Second)
 
 	// --dry-run --with-logs: the logs are listed (with their reason), nothing is written.
 	dry := filepath.Join(t.TempDir(), "dry.tar.zst")
@@ -355,6 +343,35 @@ func TestCaptureNginxE2E(t *testing.T) {
 	}
 	if d.Kind != capture.KindDelta || strings.Join(got, " ") != "/srv/www/index.html" || strings.Join(d.Deleted, " ") != "/srv/www/gone.html" {
 		t.Fatalf("delta: kind %s entries %v deleted %v", d.Kind, got, d.Deleted)
+	}
+}
+
+// captureLoaded captures the service named by args on old into out while
+// ld runs against it, checks that the load saw no error and what every
+// capture must hold (checkCommon, checkLdd), and returns the manifest and
+// its entries by path.
+func captureLoaded(t *testing.T, bed *testbed.Bed, out string, ld *load, args ...string) (*capture.Manifest, map[string]*capture.Entry) {
+	t.Helper()
+	r := captureOld(t, bed, out, args...)
+	ld.check(t)
+	m := r.Manifest()
+	checkCommon(t, m)
+	checkLdd(t, m)
+	return m, index(m)
+}
+
+// rebuiltServes rebuilds the archive out into a chroot on new, runs m's
+// start command there and checks that it serves want over HTTP.
+func rebuiltServes(t *testing.T, bed *testbed.Bed, out string, m *capture.Manifest, name, want string, timeout time.Duration) {
+	t.Helper()
+	rebuild(t, bed.New, out, m)
+	np := bed.New.Start(t, name+"-chroot", append([]string{"chroot", "/srv/chroot"}, m.Start...)...)
+	url := "http://" + bed.New.Addr + "/"
+	if err := testbed.WaitHTTP(url, timeout, np); err != nil {
+		t.Fatalf("rebuilt %s: %v\n%s", name, err, np.Log())
+	}
+	if body := get(t, url); body != want {
+		t.Fatalf("rebuilt %s served %q", name, body)
 	}
 }
 
@@ -440,12 +457,7 @@ www A 192.0.2.10
 	testbed.WaitFor(t, "named answering", 15*time.Second, query)
 	ld := startLoad(query)
 	out := filepath.Join(t.TempDir(), "bind.tar.zst")
-	r := captureOld(t, bed, out, "--port", "53")
-	ld.check(t)
-	m := r.Manifest()
-	es := index(m)
-	checkCommon(t, m)
-	checkLdd(t, m)
+	m, es := captureLoaded(t, bed, out, ld, "--port", "53")
 	checkMaps(t, m, p.Pid())
 	if e := requireEntry(t, es, "/srv/bind/example.test.db", capture.TypeFile); !hasReason(e, "data:zone") {
 		t.Errorf("zone file reasons %v", e.Reasons)
@@ -527,12 +539,7 @@ func TestCapturePostfixE2E(t *testing.T) {
 	}
 	ld := startLoad(func() error { return sendMail("load") })
 	out := filepath.Join(t.TempDir(), "postfix.tar.zst")
-	r := captureOld(t, bed, out, "--service", "postfix")
-	ld.check(t)
-	m := r.Manifest()
-	es := index(m)
-	checkCommon(t, m)
-	checkLdd(t, m)
+	m, es := captureLoaded(t, bed, out, ld, "--service", "postfix")
 	if e := requireEntry(t, es, "/var/mail/www-data", capture.TypeFile); !hasReason(e, "data:spool") {
 		t.Errorf("mailbox reasons %v", e.Reasons)
 	}
