@@ -234,14 +234,14 @@ func TestDrainWatchLocal(t *testing.T) {
 	written := make(chan int, 1)
 	following := make(chan struct{})
 	var once sync.Once
-	stoppedAt := make(chan time.Time, 1)
+	lastWrite := make(chan time.Time, 1)
 	go func() {
 		n := 0
-		defer func() { written <- n }()
+		var last time.Time
+		defer func() { written <- n; lastWrite <- last }()
 		<-following // lines written before are not counted (followed from the end)
 		go func() {
 			time.Sleep(1500 * time.Millisecond)
-			stoppedAt <- time.Now()
 			close(stopWriting)
 		}()
 		for {
@@ -250,6 +250,7 @@ func TestDrainWatchLocal(t *testing.T) {
 				return
 			case <-time.After(20 * time.Millisecond):
 				appendLines(t, logPath, n, 3, "10.0.0.7")
+				last = time.Now()
 				n += 3
 			}
 		}
@@ -270,9 +271,9 @@ func TestDrainWatchLocal(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := <-written
-	stopped := <-stoppedAt
+	stopped := <-lastWrite // the quiet period runs from the last line written
 	if time.Since(start) < 3*time.Second || res.Ended.Sub(stopped) < 2*time.Second {
-		t.Fatalf("drained too early: %s after start, %s after the writes stopped", time.Since(start), res.Ended.Sub(stopped))
+		t.Fatalf("drained too early: %s after start, %s after the last write", time.Since(start), res.Ended.Sub(stopped))
 	}
 	if res.Lines != int64(n) || !res.Final.Drained || res.Clients != 1 || res.Top[0].Client != "10.0.0.7" {
 		t.Fatalf("result lines %d (wrote %d) %+v", res.Lines, n, res)
