@@ -187,15 +187,22 @@ func TestDelta(t *testing.T) {
 	}
 }
 
-// TestDummyScript: the live service's addresses go on the dummy interface
+// TestDummyBatch: the live service's addresses go on the dummy interface
 // in one ip batch; loopback and wildcard addresses need none.
-func TestDummyScript(t *testing.T) {
-	got := dummyScript([]string{"192.0.2.10", "127.0.0.1", "0.0.0.0", "2001:db8::1", "::"})
-	want := `printf '%s\n' 'link add migrate0 type dummy
-link set migrate0 up
-addr add 192.0.2.10/32 dev migrate0
-addr add 2001:db8::1/128 dev migrate0' | ip -force -batch - >/dev/null 2>&1 || true`
+func TestDummyBatch(t *testing.T) {
+	got := dummyBatch([]string{"192.0.2.10", "127.0.0.1", "0.0.0.0", "2001:db8::1", "::"})
+	want := "link add migrate0 type dummy\nlink set migrate0 up\naddr add 192.0.2.10/32 dev migrate0\naddr add 2001:db8::1/128 dev migrate0\n"
 	if got != want {
-		t.Fatalf("dummyScript =\n%s\nwant\n%s", got, want)
+		t.Fatalf("dummyBatch =\n%s\nwant\n%s", got, want)
+	}
+	if got := dummyBatch([]string{"127.0.0.1", "::", "0.0.0.0"}); got != "" {
+		t.Fatalf("loopback and wildcard only: dummyBatch = %q, want none", got)
+	}
+}
+
+// TestOverlayPath: overlayfs's separators in a path are escaped.
+func TestOverlayPath(t *testing.T) {
+	if got, want := overlayPath(`/srv/a,b:c\d`), `/srv/a\,b\:c\\d`; got != want {
+		t.Fatalf("overlayPath = %q, want %q", got, want)
 	}
 }

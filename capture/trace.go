@@ -77,10 +77,12 @@ func traceStart(ctx context.Context, dir string, argv []string, cwd string, env 
 		return nil, err
 	}
 	// A trace that produced nothing (strace or the chroot failed at once)
-	// is tried once more; the second failure says what strace printed.
+	// is tried once more, without --seccomp-bpf (which strace before 5.3
+	// rejects); the second failure says what strace printed.
+	setup := &traceSetup{Scratch: scratch, Out: out, Mounts: overlayMounts(), Addrs: addrs, Strace: strace,
+		Seccomp: true, Argv: argv, Cwd: cwd}
 	for try := 1; ; try++ {
-		script := traceScript(scratch, out, strace, argv, cwd, addrs, overlayMounts())
-		timedOut, err := runTraceScript(ctx, script, env, out, tcpPorts)
+		timedOut, err := runTraceInit(ctx, setup, env, out, tcpPorts)
 		if err != nil {
 			return nil, err
 		}
@@ -104,6 +106,7 @@ func traceStart(ctx context.Context, dir string, argv []string, cwd string, env 
 				return nil, err
 			}
 		}
+		setup.Seccomp = false
 	}
 }
 
@@ -144,33 +147,25 @@ func lastActivity(dir string) string {
 	return fmt.Sprintf("pid %s: %s", strings.TrimPrefix(filepath.Ext(last), "."), line)
 }
 
-// runTraceScript runs script in the new namespaces and ends it once the
-// trace written to out has settled (see watchTrace).
-func runTraceScript(ctx context.Context, script string, env []string, out string, tcpPorts []int) (timedOut bool, _ error) {
-	ctx, cancel := context.WithTimeout(ctx, traceTimeout+10*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "unshare", "--mount", "--net", "--pid", "--fork", "--ipc", "--uts",
-		"--propagation", "private", "sh", "-c", script)
-	cmd.Env = append([]string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}, env...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	stop, err := cmd.StdinPipe() // closed: the script ends the trace
+// runTraceInit runs the trace in new namespaces (see traceInit) and ends
+// it once the trace written to out has settled (see watchTrace).
+func runTraceInit(ctx context.Context, setup *traceSetup, env []string, out string, tcpPorts []int) (timedOut bool, _ error) {
+	cmd, stop, stderr, err := startTraceInit(setup, env)
 	if err != nil {
 		return false, err
 	}
-	if err := cmd.Start(); err != nil {
-		return false, fmt.Errorf("traced start-up: %w", err)
-	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	ctx, cancel := context.WithTimeout(ctx, traceTimeout+10*time.Second)
+	defer cancel()
 	err = watchTrace(ctx, out, cmd.Process.Pid, tcpPorts, exited)
 	stop.Close()
 	switch err {
 	case nil:
-		err = <-exited
+		err = waitOrKill(ctx, cmd, exited)
 	case errTraceTimeout:
 		timedOut = true
-		err = <-exited
+		err = waitOrKill(ctx, cmd, exited)
 	case errTraceDone:
 		err = nil
 	}
@@ -184,12 +179,25 @@ func runTraceScript(ctx context.Context, script string, env []string, out string
 	return timedOut, nil
 }
 
+// waitOrKill waits for the trace's first process to leave, killing it
+// (and so its whole PID namespace) when ctx ends first.
+func waitOrKill(ctx context.Context, cmd *exec.Cmd, exited <-chan error) error {
+	select {
+	case err := <-exited:
+		return err
+	case <-ctx.Done():
+		cmd.Process.Kill()
+		<-exited
+		return ctx.Err()
+	}
+}
+
 // watchTrace returns once the trace in dir has settled (see traceSettle,
 // traceQuick), the traced command has ended on its own, or traceTimeout
 // has passed; it returns the command's error only if the command ended
-// on its own (then exited has been drained). unsharePID is the unshare
-// process whose child lives in the trace's network namespace.
-func watchTrace(ctx context.Context, dir string, unsharePID int, tcpPorts []int, exited <-chan error) error {
+// on its own (then exited has been drained). initPID is the trace's first
+// process (see traceInit).
+func watchTrace(ctx context.Context, dir string, initPID int, tcpPorts []int, exited <-chan error) error {
 	tick := time.NewTicker(tracePoll)
 	defer tick.Stop()
 	deadline := time.After(traceTimeout)
@@ -220,8 +228,8 @@ func watchTrace(ctx context.Context, dir string, unsharePID int, tcpPorts []int,
 			// when every process of it sleeps waiting for work (after a
 			// short quiet, so strace has written what it saw), or else
 			// after traceQuick.
-			if q >= traceIdleQuiet && len(tcpPorts) > 0 && listening(unsharePID, tcpPorts) &&
-				(q >= traceQuick || traceIdle(unsharePID)) {
+			if q >= traceIdleQuiet && len(tcpPorts) > 0 && listening(initPID, tcpPorts) &&
+				(q >= traceQuick || traceIdle(initPID)) {
 				return nil
 			}
 		}
@@ -247,14 +255,18 @@ func traceSize(dir string) int64 {
 	return n
 }
 
-// traceIdle reports whether every thread in the trace's PID namespace
-// (unsharePID, waiting for its child, and its descendants: the script,
-// strace and the traced service) sleeps interruptibly, and none in a timed
-// sleep: the service waits for connections or signals, nothing is being
-// done or paused. A thread running, in disk wait, stopped for strace, or a
-// zombie not yet reaped all mean the start-up is still under way.
-func traceIdle(unsharePID int) bool {
-	todo := []int{unsharePID}
+// traceIdle reports whether every thread of the descendants of root (the
+// trace's first process, whose own runtime threads do not count: strace
+// and the traced service) sleeps interruptibly, and none in a timed sleep:
+// the service waits for connections or signals, nothing is being done or
+// paused. A thread running, in disk wait, stopped for strace, or a zombie
+// not yet reaped all mean the start-up is still under way; so does a root
+// without descendants (not started yet, or ending).
+func traceIdle(root int) bool {
+	todo := procstat.Children(root)
+	if len(todo) == 0 {
+		return false
+	}
 	for n := 0; len(todo) > 0; n++ {
 		if n > 4096 {
 			return false // a fork bomb is not idle
@@ -302,14 +314,10 @@ func taskSleeps(pid, tid int) bool {
 var timedSleep = map[int]bool{unix.SYS_NANOSLEEP: true, unix.SYS_CLOCK_NANOSLEEP: true}
 
 // listening reports whether every TCP port in ports listens in the
-// network namespace of unsharePID's child (the traced copy's).
-func listening(unsharePID int, ports []int) bool {
-	children := procstat.Children(unsharePID)
-	if len(children) != 1 {
-		return false
-	}
+// network namespace of pid.
+func listening(pid int, ports []int) bool {
 	up := map[int]bool{}
-	for _, l := range listeners(children[0]) {
+	for _, l := range listeners(pid) {
 		if strings.HasPrefix(l.Proto, "tcp") {
 			up[l.Port.Port] = true
 		}
@@ -354,19 +362,6 @@ func overlayMounts() []string {
 	return out
 }
 
-// dummyScript is the line that puts addrs on a dummy interface: one ip
-// process, -force going on after an error (no dummy driver, an address
-// already there).
-func dummyScript(addrs []string) string {
-	cmds := []string{"link add migrate0 type dummy", "link set migrate0 up"}
-	for _, a := range addrs {
-		if ip := netip(a); ip != "" {
-			cmds = append(cmds, "addr add "+ip+" dev migrate0")
-		}
-	}
-	return fmt.Sprintf("printf '%%s\\n' %s | ip -force -batch - >/dev/null 2>&1 || true", shq(strings.Join(cmds, "\n")))
-}
-
 // netip returns a for `ip addr add` (with its prefix length), or "" for
 // an address that needs no dummy interface (loopback, any, not an IP).
 func netip(a string) string {
@@ -383,57 +378,6 @@ func netip(a string) string {
 func unescapeMount(s string) string {
 	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
 	return r.Replace(s)
-}
-
-func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
-
-// traceScript is the shell run inside the new namespaces.
-func traceScript(scratch, out, strace string, argv []string, cwd string, addrs []string, mounts []string) string {
-	var b strings.Builder
-	w := func(f string, a ...any) { fmt.Fprintf(&b, f+"\n", a...) }
-	w("set -e")
-	w("S=%s; M=$S/root", shq(scratch))
-	w("mount -t tmpfs -o mode=0700 migrate-trace $S")
-	// --seccomp-bpf stops the tracee only at the traced system calls (the
-	// start-up runs about twice as fast); strace before 5.3 lacks it. The
-	// probe runs while the file systems are set up.
-	w("(%s --seccomp-bpf -f -qq -e trace=chdir -o /dev/null true 2>/dev/null && : > $S/seccomp) & probe=$!", shq(strace))
-	dirs := []string{"$M"}
-	for i := range mounts {
-		dirs = append(dirs, fmt.Sprintf("$S/u%d $S/w%d", i, i))
-	}
-	w("mkdir -p %s", strings.Join(dirs, " "))
-	for i, mp := range mounts {
-		target := "$M" + shq(mp)
-		if mp == "/" {
-			target = "$M"
-		}
-		w("mount -t overlay migrate-trace -o lowerdir=%s,upperdir=$S/u%d,workdir=$S/w%d %s || echo 'migrate: overlay on %s failed' >&2", shq(mp), i, i, target, mp)
-	}
-	w("mount -t proc proc $M/proc")
-	w("mount --rbind /dev $M/dev && mount --make-rslave $M/dev")
-	w("mount --rbind /sys $M/sys 2>/dev/null || true")
-	w("mkdir -p $M/.migrate-trace && mount --bind %s $M/.migrate-trace", shq(out))
-	w("ip link set lo up")
-	w("%s", dummyScript(addrs))
-	var q []string
-	for _, a := range argv {
-		q = append(q, shq(a))
-	}
-	if cwd == "" {
-		cwd = "/"
-	}
-	w("set +e")
-	w("exec 3<&0") // an asynchronous list's stdin is /dev/null
-	w("wait $probe; sb=; [ -e $S/seccomp ] && sb=--seccomp-bpf")
-	w("chroot $M sh -c 'cd \"$1\" 2>/dev/null || cd /; shift; exec \"$@\"' sh %s %s -f $sb -I1 -qq -s 512 -ff -o /.migrate-trace/t -e trace=%%file,%%process,chdir,fchdir -- %s </dev/null >/dev/null 2>%s 3<&- &",
-		shq(cwd), shq(strace), strings.Join(q, " "), shq(filepath.Join(out, "stderr")))
-	// The capture closes our stdin once the trace has settled (see
-	// watchTrace); leaving ends the PID namespace and every process in it.
-	w("pid=$!")
-	w("(read _ <&3; kill -TERM $pid 2>/dev/null) &")
-	w("wait $pid; exit 0")
-	return b.String()
 }
 
 // procState is the root and working directory of a traced process.
