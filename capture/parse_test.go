@@ -187,16 +187,16 @@ func TestDelta(t *testing.T) {
 	}
 }
 
-// TestDummyBatch: the live service's addresses go on the dummy interface
-// in one ip batch; loopback and wildcard addresses need none.
-func TestDummyBatch(t *testing.T) {
-	got := dummyBatch([]string{"192.0.2.10", "127.0.0.1", "0.0.0.0", "2001:db8::1", "::"})
-	want := "link add migrate0 type dummy\nlink set migrate0 up\naddr add 192.0.2.10/32 dev migrate0\naddr add 2001:db8::1/128 dev migrate0\n"
+// TestAddrBatch: the live service's addresses go on the trace's lo in one
+// ip batch; loopback and wildcard addresses need nothing.
+func TestAddrBatch(t *testing.T) {
+	got := addrBatch([]string{"192.0.2.10", "127.0.0.1", "0.0.0.0", "2001:db8::1", "::"})
+	want := "addr add 192.0.2.10/32 dev lo\naddr add 2001:db8::1/128 dev lo\n"
 	if got != want {
-		t.Fatalf("dummyBatch =\n%s\nwant\n%s", got, want)
+		t.Fatalf("addrBatch =\n%s\nwant\n%s", got, want)
 	}
-	if got := dummyBatch([]string{"127.0.0.1", "::", "0.0.0.0"}); got != "" {
-		t.Fatalf("loopback and wildcard only: dummyBatch = %q, want none", got)
+	if got := addrBatch([]string{"127.0.0.1", "::", "0.0.0.0"}); got != "" {
+		t.Fatalf("loopback and wildcard only: addrBatch = %q, want none", got)
 	}
 }
 

@@ -50,7 +50,7 @@ var (
 // and UTS namespaces whose file systems are overlays over the real ones
 // (all writes go to a tmpfs), so the traced copy binds no real port and
 // changes nothing on disk. addrs are the live service's listen addresses,
-// put on a dummy interface so that binding them succeeds. Its scratch
+// put on its lo so that binding them succeeds. Its scratch
 // files go into a new directory in dir ("" for $TMPDIR).
 func traceStart(ctx context.Context, dir string, argv []string, cwd string, env []string, addrs []string, tcpPorts []int) (*traceResult, error) {
 	if os.Geteuid() != 0 {
@@ -363,7 +363,7 @@ func overlayMounts() []string {
 }
 
 // netip returns a for `ip addr add` (with its prefix length), or "" for
-// an address that needs no dummy interface (loopback, any, not an IP).
+// an address that needs nothing (loopback, any, not an IP).
 func netip(a string) string {
 	ip := net.ParseIP(a)
 	switch {

@@ -35,7 +35,7 @@ type traceSetup struct {
 	Scratch string   `json:"scratch"` // a private tmpfs goes here: the overlays' upper layers and the new root
 	Out     string   `json:"out"`     // strace's output directory, seen at /.migrate-trace in the new root
 	Mounts  []string `json:"mounts"`  // real mount points to cover with overlays, parents first
-	Addrs   []string `json:"addrs"`   // the live service's listen addresses, put on a dummy interface
+	Addrs   []string `json:"addrs"`   // the live service's listen addresses, put on lo
 	Strace  string   `json:"strace"`
 	Seccomp bool     `json:"seccomp"` // give strace --seccomp-bpf
 	Argv    []string `json:"argv"`
@@ -202,13 +202,15 @@ func overlayPath(p string) string {
 }
 
 // network brings up lo and, if the live service listens on other
-// addresses, puts them on a dummy interface (one ip process; -force goes
-// on after an error such as a missing dummy driver).
+// addresses, puts them on lo too, so that binding them succeeds (one ip
+// process; -force goes on after an error). lo rather than a dummy
+// interface: it needs no kernel module, and the namespace has no other
+// link for packets to leave by anyway.
 func (s *traceSetup) network() error {
 	if err := linkUp("lo"); err != nil {
 		return fmt.Errorf("bring up lo in the trace's namespace: %w", err)
 	}
-	if batch := dummyBatch(s.Addrs); batch != "" {
+	if batch := addrBatch(s.Addrs); batch != "" {
 		cmd := exec.Command("ip", "-force", "-batch", "-")
 		cmd.Stdin = strings.NewReader(batch)
 		cmd.Run() // a failure shows as the service failing to bind
@@ -234,19 +236,16 @@ func linkUp(name string) error {
 	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
 }
 
-// dummyBatch is the `ip -batch` input that puts addrs on a dummy
-// interface; "" if none needs one (loopback, any, not an IP).
-func dummyBatch(addrs []string) string {
+// addrBatch is the `ip -batch` input that puts addrs on lo; "" if none
+// needs it (loopback, any, not an IP).
+func addrBatch(addrs []string) string {
 	var b strings.Builder
 	for _, a := range addrs {
 		if ip := netip(a); ip != "" {
-			b.WriteString("addr add " + ip + " dev migrate0\n")
+			b.WriteString("addr add " + ip + " dev lo\n")
 		}
 	}
-	if b.Len() == 0 {
-		return ""
-	}
-	return "link add migrate0 type dummy\nlink set migrate0 up\n" + b.String()
+	return b.String()
 }
 
 // startStrace starts strace chrooted into root, in the service's working

@@ -1,0 +1,57 @@
+package capture
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/migrate-tool/migrate/internal/testenv"
+)
+
+// The traced start-up runs isolated: what it writes stays in its overlay,
+// it has its own PID namespace, lo is up and the live service's address is
+// on lo in its own network namespace. The traced shell
+// reports each check by reading a file only when the check passed, which
+// the trace then shows.
+func TestTraceIsolated(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "tracing needs root")
+	}
+	for _, tool := range []string{"strace", "ip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			testenv.Skip(t, tool+" not installed")
+		}
+	}
+	probe := fmt.Sprintf("/var/tmp/migrate-trace-probe-%d", time.Now().UnixNano())
+	t.Cleanup(func() { os.Remove(probe) })
+	script := `echo written > ` + probe + `
+tr '\0' ' ' < /proc/1/cmdline | grep -q '^` + traceInitName + ` ' && cat /etc/hostname
+ip -o link show lo | grep -q LOWER_UP && cat /etc/services
+[ -n "$(ip -o addr show dev lo to 192.0.2.77)" ] && cat /etc/protocols
+[ "$(ip -o link show | wc -l)" -eq 1 ] && cat /etc/host.conf
+exit 0`
+	res, err := traceStart(context.Background(), t.TempDir(), []string{"/bin/sh", "-c", script}, "/", nil, []string{"192.0.2.77", "127.0.0.1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(probe); !os.IsNotExist(err) {
+		t.Errorf("a file the traced start-up wrote reached the real file system (stat: %v)", err)
+	}
+	if !slices.Contains(res.Created, probe) {
+		t.Errorf("created %v, want %s", res.Created, probe)
+	}
+	for f, what := range map[string]string{
+		"/etc/hostname":  "a PID namespace of its own, its /proc",
+		"/etc/services":  "lo up",
+		"/etc/protocols": "the live address on lo",
+		"/etc/host.conf": "a network namespace of its own (lo only)",
+	} {
+		if !slices.Contains(res.Opens, f) {
+			t.Errorf("the traced start-up lacked %s (did not read %s); opens %v", what, f, res.Opens)
+		}
+	}
+}
