@@ -21,6 +21,54 @@ func (f fakeHost) CallStream(ctx context.Context, method string, params any, in 
 	return err
 }
 
+// localHost is a fakeHost that is this machine: it records the parameters
+// and fails the call with err after streaming, if set.
+type localHost struct {
+	fakeHost
+	params *RunParams
+	err    error
+}
+
+func (l localHost) IsLocal() bool { return true }
+
+func (l localHost) CallStream(ctx context.Context, method string, params any, in io.Reader, out io.Writer, result any) error {
+	*l.params = params.(RunParams)
+	if err := l.fakeHost.CallStream(ctx, method, params, in, out, result); err != nil {
+		return err
+	}
+	return l.err
+}
+
+// A local capture asks for its frames to be checked as they are made and
+// is not decoded again; a failure of the capture leaves no file.
+func TestFetchLocal(t *testing.T) {
+	files := testFiles()
+	var good bytes.Buffer
+	if err := Write(&good, testManifest(files), files.open); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	var p RunParams
+	out := filepath.Join(dir, "a.tar.zst")
+	if _, err := Fetch(context.Background(), localHost{fakeHost{good.Bytes()}, &p, nil}, RunParams{}, out); err != nil {
+		t.Fatal(err)
+	}
+	if !p.CheckFrames {
+		t.Error("a local capture did not ask for its frames to be checked")
+	}
+	if b, _ := os.ReadFile(out); !bytes.Equal(b, good.Bytes()) {
+		t.Fatal("stored archive differs from the stream")
+	}
+	failed := errors.New("compressed frame failed its check")
+	_, err := Fetch(context.Background(), localHost{fakeHost{good.Bytes()}, &p, failed}, RunParams{}, filepath.Join(dir, "b.tar.zst"))
+	if !errors.Is(err, failed) {
+		t.Fatalf("err = %v, want the capture's", err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Fatalf("left behind: %v", ents)
+	}
+}
+
 func TestFetch(t *testing.T) {
 	files := testFiles()
 	var good bytes.Buffer

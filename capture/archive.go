@@ -131,13 +131,16 @@ func isSourceError(err error) bool {
 }
 
 // Write streams the archive for m to w (see Create). It does not close w.
-func Write(w io.Writer, m *Manifest, open Opener) error { return writeArchive(w, m, open, true, nil) }
+func Write(w io.Writer, m *Manifest, open Opener) error {
+	return writeArchive(w, m, open, true, nil, nil)
+}
 
 // writeArchive is Write; with verify false the bodies open returns are
 // trusted to be those m's checksums were computed from (a capture's own
 // spool), so only their sizes are checked, not their sha256 again. Runs of
-// entries that pre compressed already are copied from it.
-func writeArchive(w io.Writer, m *Manifest, open Opener, verify bool, pre *precompressed) error {
+// entries that pre compressed already are copied from it. With check set,
+// every frame compressed here is checked (see frameChecker).
+func writeArchive(w io.Writer, m *Manifest, open Opener, verify bool, pre *precompressed, check *frameChecker) error {
 	if err := hashMissing(m, open); err != nil {
 		return err
 	}
@@ -153,6 +156,7 @@ func writeArchive(w io.Writer, m *Manifest, open Opener, verify bool, pre *preco
 	if err != nil {
 		return fmt.Errorf("zstd: %w", err)
 	}
+	zw.check = check
 	tw := tar.NewWriter(zw)
 	hdr := &tar.Header{Name: manifestName, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(mj)),
 		ModTime: m.Created, Format: tar.FormatPAX}

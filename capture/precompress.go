@@ -243,7 +243,7 @@ func (p *precompressed) write(seg *segment) error {
 	cw := &countWriter{w: f}
 	// One frame, or frames of up to maxFrame and a quarter for a large file.
 	zw := sharedFramesWriter(cw, frameSize(seg.tar, 1), cap(p.cpus), p.enc)
-	zw.cpus = p.cpus
+	zw.cpus, zw.check = p.cpus, p.sp.check
 	tw := tar.NewWriter(zw)
 	for i := range seg.es {
 		if err := writeRecord(tw, zw, &seg.es[i], open, false); err != nil {

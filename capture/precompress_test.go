@@ -101,7 +101,7 @@ func TestPrecompressReuse(t *testing.T) {
 	}
 	m := &Manifest{Version: ManifestVersion, Kind: KindFull, Created: time.Now(), Entries: final}
 	var buf bytes.Buffer
-	if err := writeArchive(&buf, m, sp.open, false, p); err != nil {
+	if err := writeArchive(&buf, m, sp.open, false, p, nil); err != nil {
 		t.Fatal(err)
 	}
 	reused, redone := 0, 0

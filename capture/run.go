@@ -42,6 +42,10 @@ type Options struct {
 	// the full capture with later deltas applied (see Apply).
 	BaseDigest string `json:"base_digest,omitempty"`
 	Output     string `json:"-"` // archive path, never captured itself
+	// CheckFrames has every compressed frame decoded again and compared
+	// with its input as it is made: for a caller that writes the stream
+	// without decoding it itself (a local capture, see Fetch).
+	CheckFrames bool `json:"check_frames,omitempty"`
 
 	Logger *slog.Logger `json:"-"`
 
@@ -461,12 +465,17 @@ func Run(ctx context.Context, opts Options, w io.Writer) (*Manifest, error) {
 	}
 	defer sp.close()
 	opts.spool = sp
+	if opts.CheckFrames {
+		if sp.check, err = newFrameChecker(runtime.GOMAXPROCS(0)); err != nil {
+			return nil, err
+		}
+	}
 	m, err := Collect(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
 	start := time.Now()
-	if err := writeArchive(w, m, sp.open, false, sp.pre); err != nil {
+	if err := writeArchive(w, m, sp.open, false, sp.pre, sp.check); err != nil {
 		return nil, fmt.Errorf("send archive: %w", err)
 	}
 	if opts.Logger != nil {

@@ -28,6 +28,7 @@ type spool struct {
 	mu    sync.Mutex
 	loc   map[string]spoolLoc
 	pre   *precompressed // segments compressed during the trace, if any
+	check *frameChecker  // checks every compressed frame, if set (see Options.CheckFrames)
 }
 
 type spoolLoc struct {
@@ -120,6 +121,7 @@ func (s *spool) close() {
 	if s.pre != nil {
 		s.pre.close()
 	}
+	s.check.close()
 	for _, f := range s.files {
 		if f != nil {
 			f.Close()

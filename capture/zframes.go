@@ -2,6 +2,7 @@ package capture
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/migrate-tool/migrate/internal/hint"
 )
 
 // Frame sizes. The tar stream is cut into independent zstd frames at entry
@@ -61,6 +64,7 @@ type framesWriter struct {
 	workers int
 	cpus    chan struct{} // if set, shared by several writers: one token per frame being encoded
 	ownEnc  bool          // Close closes enc
+	check   *frameChecker // if set, every frame is decoded again and compared with its input
 	err     error
 }
 
@@ -181,6 +185,40 @@ func (c *cmdEncoder) Close() error {
 	return nil
 }
 
+// frameChecker decodes each frame just compressed and compares it with
+// the bytes it was made from: the check of the compressor (the host's
+// zstd(1) or the Go encoder) for an archive whose stream nobody decodes
+// again as it is written (a local capture; see Fetch). It costs one
+// decompression, done by the compressing worker in parallel, instead of
+// a second pass over the whole stream that also hashes every body again.
+type frameChecker struct{ dec *zstd.Decoder }
+
+func newFrameChecker(workers int) (*frameChecker, error) {
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(max(workers, 1)), zstd.WithDecoderMaxWindow(128<<20))
+	if err != nil {
+		return nil, err
+	}
+	return &frameChecker{dec: dec}, nil
+}
+
+func (c *frameChecker) check(frame, input []byte) error {
+	got, err := c.dec.DecodeAll(frame, make([]byte, 0, len(input)))
+	if err == nil && !bytes.Equal(got, input) {
+		err = errors.New("it decodes to other bytes than its input")
+	}
+	if err != nil {
+		return hint.With(fmt.Errorf("compressed frame failed its check: %w", err),
+			"the host's zstd(1) may be broken; MIGRATE_ZSTD=go uses the built-in encoder")
+	}
+	return nil
+}
+
+func (c *frameChecker) close() {
+	if c != nil {
+		c.dec.Close()
+	}
+}
+
 // sharedFramesWriter is newFramesWriter with an encoder that other
 // writers use too (its EncodeAll is safe for concurrent use); Close leaves
 // it open.
@@ -230,8 +268,9 @@ func (f *framesWriter) Frames(r io.Reader) error {
 
 // frame is an encoded frame, or a reader of ready frames.
 type frame struct {
-	b []byte
-	r io.Reader
+	b   []byte
+	r   io.Reader
+	err error // the frame failed its check
 }
 
 // dispatch starts encoding the buffered chunk, first writing out the
@@ -251,7 +290,12 @@ func (f *framesWriter) dispatch() {
 		if f.cpus != nil {
 			defer func() { <-f.cpus }()
 		}
-		out <- frame{b: f.enc.EncodeAll(chunk, make([]byte, 0, len(chunk)/2))}
+		b := f.enc.EncodeAll(chunk, make([]byte, 0, len(chunk)/2))
+		var err error
+		if f.check != nil {
+			err = f.check.check(b, chunk)
+		}
+		out <- frame{b: b, err: err}
 	}()
 }
 
@@ -260,6 +304,8 @@ func (f *framesWriter) flushOne() {
 	f.pending = f.pending[1:]
 	switch {
 	case f.err != nil:
+	case fr.err != nil:
+		f.err = fr.err
 	case fr.r != nil:
 		_, f.err = io.Copy(f.w, fr.r)
 	default:

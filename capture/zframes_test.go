@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -66,5 +67,49 @@ func TestFindZstd(t *testing.T) {
 	}
 	if p := findZstd("go", []string{"/usr/bin/zstd", "/bin/zstd"}); p != "" {
 		t.Errorf("MIGRATE_ZSTD=go still chose %q", p)
+	}
+}
+
+// lyingEncoder makes valid frames of the wrong bytes: a compressor gone bad.
+type lyingEncoder struct{ frameEncoder }
+
+func (l lyingEncoder) EncodeAll(src, dst []byte) []byte {
+	bad := bytes.Clone(src)
+	bad[len(bad)/2] ^= 1
+	return l.frameEncoder.EncodeAll(bad, dst)
+}
+
+// With a frameChecker, a frame that does not decode to its input fails the
+// writer; without one it goes through (what the check is for).
+func TestFrameCheck(t *testing.T) {
+	goEnc, err := newGoEncoder(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer goEnc.Close()
+	check, err := newFrameChecker(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer check.close()
+	src := bytes.Repeat([]byte("a block of a file body\n"), 50000)
+	write := func(enc frameEncoder, c *frameChecker) error {
+		var out bytes.Buffer
+		zw := sharedFramesWriter(&out, 256<<10, 2, enc)
+		zw.check = c
+		if _, err := zw.Write(src); err != nil {
+			return err
+		}
+		return zw.Close()
+	}
+	if err := write(goEnc, check); err != nil {
+		t.Fatalf("a sound encoder failed the check: %v", err)
+	}
+	if err := write(lyingEncoder{goEnc}, nil); err != nil {
+		t.Fatalf("unchecked: %v", err)
+	}
+	err = write(lyingEncoder{goEnc}, check)
+	if err == nil || !strings.Contains(err.Error(), "decodes to other bytes") {
+		t.Fatalf("a frame of the wrong bytes: err = %v, want the check to fail", err)
 	}
 }
