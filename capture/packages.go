@@ -23,6 +23,7 @@ func openPackages(c *collector) *packages {
 	db, err := dpkg.Open("")
 	if err == nil {
 		pk.db, pk.ok = db, true
+		go db.LoadLists() // meanwhile: the owners of the collected paths are looked up in them later
 		return pk
 	}
 	if r := openRPM(); r != nil {

@@ -125,6 +125,10 @@ type DB struct {
 
 	infoOnce  sync.Once
 	infoNames map[string]bool // the names in admin/info, read once; nil if unreadable
+
+	listsOnce sync.Once
+	listPkgs  []*Package // every installed package, by name, once LoadLists ran
+	lists     [][]byte   // their info/*.list files (nil if unreadable)
 }
 
 // Open reads admin/status. A missing database is an error wrapping
@@ -261,45 +265,63 @@ func (db *DB) MD5Sums(p *Package) (map[string]string, error) {
 	return ParseMD5Sums(b)
 }
 
-// Search scans every installed package's file list once and returns,
-// for each listed path that is a key of want, want's value mapped to the
-// names of the packages listing it. Callers pass every spelling a path
-// may have in the lists (e.g. /lib/x and /usr/lib/x on merged-/usr
-// systems) with the spelling they want back as the value. Lists are read
-// concurrently; no per-line allocation is made.
-func (db *DB) Search(want map[string]string) map[string][]string {
-	var pkgs []*Package
-	seen := map[*Package]bool{}
-	for _, p := range db.Packages {
-		if !seen[p] {
-			seen[p] = true
-			pkgs = append(pkgs, p)
+// LoadLists reads every installed package's file list into memory, once
+// (four readers at a time), for Search to scan; it may run concurrently
+// with anything, Search included, which waits for it. A capture starts it
+// at once, so the reading (7 MB on a desktop-sized Debian) overlaps the
+// rest of the collection, and each later Search only scans memory.
+func (db *DB) LoadLists() {
+	db.listsOnce.Do(func() {
+		var pkgs []*Package
+		seen := map[*Package]bool{}
+		for _, p := range db.Packages {
+			if !seen[p] {
+				seen[p] = true
+				pkgs = append(pkgs, p)
+			}
 		}
-	}
-	sort.Slice(pkgs, func(i, j int) bool { return pkgs[i].Name < pkgs[j].Name })
+		sort.Slice(pkgs, func(i, j int) bool { return pkgs[i].Name < pkgs[j].Name })
+		lists := make([][]byte, len(pkgs))
+		var wg sync.WaitGroup
+		for w := range searchWorkers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := w; i < len(pkgs); i += searchWorkers {
+					if f := db.infoFile(pkgs[i], "list"); f != "" {
+						lists[i], _ = readInto(f, nil)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		db.listPkgs, db.lists = pkgs, lists
+	})
+}
+
+// searchWorkers read and scan the file lists concurrently.
+const searchWorkers = 4
+
+// Search returns, for each path listed by an installed package that is a
+// key of want, want's value mapped to the names of the packages listing
+// it (in name order). Callers pass every spelling a path may have in the
+// lists (e.g. /lib/x and /usr/lib/x on merged-/usr systems) with the
+// spelling they want back as the value. The lists are read once (see
+// LoadLists) and scanned concurrently; no per-line allocation is made.
+func (db *DB) Search(want map[string]string) map[string][]string {
+	db.LoadLists()
 	type hit struct {
 		key string
 		pkg int
 	}
-	workers := 4
-	results := make([][]hit, workers)
+	results := make([][]hit, searchWorkers)
 	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
+	for w := range searchWorkers {
 		wg.Add(1)
-		go func(w int) {
+		go func() {
 			defer wg.Done()
-			buf := make([]byte, 0, 64<<10)
-			for i := w; i < len(pkgs); i += workers {
-				f := db.infoFile(pkgs[i], "list")
-				if f == "" {
-					continue
-				}
-				b, err := readInto(f, buf)
-				if err != nil {
-					continue
-				}
-				buf = b
-				for len(b) > 0 {
+			for i := w; i < len(db.lists); i += searchWorkers {
+				for b := db.lists[i]; len(b) > 0; {
 					line := b
 					if n := bytes.IndexByte(b, '\n'); n >= 0 {
 						line, b = b[:n], b[n+1:]
@@ -311,7 +333,7 @@ func (db *DB) Search(want map[string]string) map[string][]string {
 					}
 				}
 			}
-		}(w)
+		}()
 	}
 	wg.Wait()
 	var all []hit
@@ -322,7 +344,7 @@ func (db *DB) Search(want map[string]string) map[string][]string {
 	out := make(map[string][]string)
 	for _, h := range all {
 		l := out[h.key]
-		if n := pkgs[h.pkg].Name; len(l) == 0 || l[len(l)-1] != n {
+		if n := db.listPkgs[h.pkg].Name; len(l) == 0 || l[len(l)-1] != n {
 			out[h.key] = append(l, n)
 		}
 	}
