@@ -103,6 +103,11 @@ func newGoEncoder(workers int) (*zstd.Encoder, error) {
 	return zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(max(workers, 1)))
 }
 
+// smallFrame is the size below which a frame is not worth a zstd(1)
+// process (a few milliseconds of CPU to start, mostly at the end of the
+// archive where nothing else runs): the Go encoder takes it.
+const smallFrame = 128 << 10
+
 // zstdLevel is the level given to zstd(1): -4 makes archives about 1%
 // smaller than tar --zstd (zstd -3 over one frame) in spite of the frame
 // cuts, at about three times the speed of the Go encoder's "better" level.
@@ -156,7 +161,8 @@ func runZstd(path string, src, dst []byte) ([]byte, error) {
 }
 
 // cmdEncoder compresses each frame with one run of the host's zstd(1), as
-// tar --zstd does; a frame it fails on is compressed by the Go encoder.
+// tar --zstd does; a frame it fails on, and a small one (the manifest, the
+// end of the archive), is compressed by the Go encoder.
 type cmdEncoder struct {
 	path    string
 	workers int
@@ -166,8 +172,10 @@ type cmdEncoder struct {
 }
 
 func (c *cmdEncoder) EncodeAll(src, dst []byte) []byte {
-	if b, err := runZstd(c.path, src, dst); err == nil {
-		return b
+	if len(src) >= smallFrame {
+		if b, err := runZstd(c.path, src, dst); err == nil {
+			return b
+		}
 	}
 	c.once.Do(func() { c.goEnc, c.goErr = newGoEncoder(c.workers) })
 	if c.goErr != nil {
