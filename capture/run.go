@@ -199,7 +199,7 @@ func (c *collector) fromProcesses(s *service) {
 func (c *collector) fromPackages(pk *packages, s *service) {
 	names := map[string]bool{}
 	if s.main.Exe != "" {
-		for _, o := range pk.owners(canonicalPath(s.main.Exe)) {
+		for _, o := range pk.ownersAmong(canonicalPath(s.main.Exe), s.prof.packages) {
 			names[o] = true
 		}
 	}
