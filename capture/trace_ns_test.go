@@ -55,3 +55,27 @@ exit 0`
 		}
 	}
 }
+
+// A capture cancelled during its traced start-up takes the whole trace
+// with it: the first process is killed, and with it its PID namespace.
+func TestTraceCancelled(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "tracing needs root")
+	}
+	if _, err := exec.LookPath("strace"); err != nil {
+		testenv.Skip(t, "strace not installed")
+	}
+	marker := fmt.Sprintf("%d.%d", os.Getpid(), time.Now().UnixNano()%1000000)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	// Busy, so that the trace never settles: only the cancellation ends it.
+	argv := []string{"/bin/sh", "-c", "sleep " + marker + " & while :; do cat /etc/hostname >/dev/null; sleep 0.05; done"}
+	traceStart(ctx, t.TempDir(), argv, "/", nil, nil, nil)
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("a cancelled trace took %v to end", took)
+	}
+	if out, _ := exec.Command("pgrep", "-f", "sleep "+marker).Output(); len(out) > 0 {
+		t.Fatalf("processes of the cancelled trace still run: %s", out)
+	}
+}
