@@ -169,13 +169,25 @@ type cmdEncoder struct {
 	once    sync.Once
 	goEnc   *zstd.Encoder
 	goErr   error
+
+	smallOnce sync.Once
+	small     *zstd.Encoder // for frames under smallFrame
+	smallErr  error
 }
 
 func (c *cmdEncoder) EncodeAll(src, dst []byte) []byte {
-	if len(src) >= smallFrame {
-		if b, err := runZstd(c.path, src, dst); err == nil {
-			return b
+	if len(src) < smallFrame {
+		c.smallOnce.Do(func() {
+			// Its default level: the better one's tables take milliseconds
+			// to set up, more than such a frame takes to compress.
+			c.small, c.smallErr = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1))
+		})
+		if c.smallErr == nil {
+			return c.small.EncodeAll(src, dst)
 		}
+	}
+	if b, err := runZstd(c.path, src, dst); err == nil {
+		return b
 	}
 	c.once.Do(func() { c.goEnc, c.goErr = newGoEncoder(c.workers) })
 	if c.goErr != nil {
@@ -187,6 +199,9 @@ func (c *cmdEncoder) EncodeAll(src, dst []byte) []byte {
 }
 
 func (c *cmdEncoder) Close() error {
+	if c.small != nil {
+		c.small.Close()
+	}
 	if c.goEnc != nil {
 		return c.goEnc.Close()
 	}

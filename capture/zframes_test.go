@@ -56,6 +56,11 @@ func TestFrameEncoders(t *testing.T) {
 	if broken.goEnc == nil {
 		t.Error("a zstd(1) that does not run did not fall back to the Go encoder")
 	}
+	small := src[:smallFrame/2]
+	if got := decodeAll(t, cmd.EncodeAll(small, nil)); !bytes.Equal(got, small) || cmd.small == nil {
+		t.Fatalf("a small frame: decodes to %d bytes (want %d), Go encoder used: %v", len(got), len(small), cmd.small != nil)
+	}
+	cmd.Close()
 }
 
 func TestFindZstd(t *testing.T) {
