@@ -11,6 +11,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/migrate-tool/migrate/internal/sockdiag"
 )
 
 // procRoot is where /proc is read; tests may point it elsewhere.
@@ -197,10 +201,24 @@ type listener struct {
 }
 
 // listeners reads the listening TCP and bound UDP sockets of the network
-// namespace pid lives in.
+// namespace pid lives in: TCP through sock_diag (see internal/sockdiag),
+// or /proc/PID/net/tcp{,6} where that fails; UDP from /proc/PID/net, which
+// is cheap for UDP.
 func listeners(pid int) []listener {
 	var out []listener
-	for _, proto := range []string{"tcp", "tcp6", "udp", "udp6"} {
+	protos := []string{"udp", "udp6"}
+	if socks, err := sockdiag.TCPListeners(procPath(pid, "ns", "net")); err == nil {
+		for _, s := range socks {
+			proto := "tcp"
+			if s.Family == unix.AF_INET6 {
+				proto = "tcp6"
+			}
+			out = append(out, listener{Port: Port{Proto: proto, Addr: s.Addr.String(), Port: s.Port}, inode: s.Inode})
+		}
+	} else {
+		protos = []string{"tcp", "tcp6", "udp", "udp6"}
+	}
+	for _, proto := range protos {
 		b, err := os.ReadFile(procPath(pid, "net", proto))
 		if err != nil {
 			continue
