@@ -159,37 +159,27 @@ func runTraceInit(ctx context.Context, setup *traceSetup, env []string, out stri
 	ctx, cancel := context.WithTimeout(ctx, traceTimeout+10*time.Second)
 	defer cancel()
 	err = watchTrace(ctx, out, cmd.Process.Pid, tcpPorts, exited)
-	stop.Close()
+	defer stop.Close()
 	switch err {
-	case nil:
-		err = waitOrKill(ctx, cmd, exited)
-	case errTraceTimeout:
-		timedOut = true
-		err = waitOrKill(ctx, cmd, exited)
-	case errTraceDone:
-		err = nil
-	}
-	if err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
-			msg = msg[i+1:]
-		}
-		return timedOut, fmt.Errorf("traced start-up: %v: %s", err, msg)
-	}
-	return timedOut, nil
-}
-
-// waitOrKill waits for the trace's first process to leave, killing it
-// (and so its whole PID namespace) when ctx ends first.
-func waitOrKill(ctx context.Context, cmd *exec.Cmd, exited <-chan error) error {
-	select {
-	case err := <-exited:
-		return err
-	case <-ctx.Done():
+	case nil, errTraceTimeout:
+		// Settled, timed out or cancelled: the whole namespace goes at
+		// once with its first process. strace writes its files as it
+		// goes, so nothing is lost that a gentler end would have kept.
+		timedOut = err == errTraceTimeout
 		cmd.Process.Kill()
 		<-exited
-		return ctx.Err()
+		if err = ctx.Err(); err != nil {
+			return timedOut, fmt.Errorf("traced start-up: %w", err)
+		}
+		return timedOut, nil
+	case errTraceDone:
+		return false, nil
 	}
+	msg := strings.TrimSpace(stderr.String())
+	if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
+		msg = msg[i+1:]
+	}
+	return false, fmt.Errorf("traced start-up: %v: %s", err, msg)
 }
 
 // watchTrace returns once the trace in dir has settled (see traceSettle,
