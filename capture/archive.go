@@ -157,6 +157,7 @@ func writeArchive(w io.Writer, m *Manifest, open Opener, verify bool, pre *preco
 		return fmt.Errorf("zstd: %w", err)
 	}
 	zw.check = check
+	defer zw.Close() // on an error: waits for the frames being encoded
 	tw := tar.NewWriter(zw)
 	hdr := &tar.Header{Name: manifestName, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(mj)),
 		ModTime: m.Created, Format: tar.FormatPAX}

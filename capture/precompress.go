@@ -40,15 +40,18 @@ type precompressed struct {
 
 // segment is a run of entries to compress as complete frames.
 type segment struct {
-	es   []Entry
-	locs []spoolLoc
-	keys []string // entryKey of each entry
-	tar  int64    // size of its tar records
-	f    *os.File // its frames, once ok
-	n    int64    // their size
-	ok   bool
-	skip atomic.Bool   // no longer needed: not compressed if not started
-	done chan struct{} // closed when compressed, failed or skipped
+	es     []Entry
+	copied []<-chan struct{} // closed as each of its files is copied into the spool (see seal)
+	sealed chan struct{}     // closed once the fields below are set
+	bad    bool              // a file could not be copied: not compressed ahead
+	locs   []spoolLoc
+	keys   []string // entryKey of each entry
+	tar    int64    // size of its tar records
+	f      *os.File // its frames, once ok
+	n      int64    // their size
+	ok     bool
+	skip   atomic.Bool   // no longer needed: not compressed if not started
+	done   chan struct{} // closed when compressed, failed or skipped
 }
 
 // entryKey identifies what an entry contributes to the tar stream: its
@@ -61,8 +64,9 @@ func entryKey(e *Entry, l spoolLoc) string {
 }
 
 // speculate copies the provisional entries' files into the spool (as
-// prefetch does) and then compresses them in the background. copied blocks
-// until the copies are made and the provisional order is known.
+// prefetch does) and compresses them in the background, each segment as
+// soon as its own files are copied. copied blocks until the copies are
+// made and the provisional order is known.
 func (s *spool) speculate(ctx context.Context, c *collector, include []string) (copied func()) {
 	cl := c.clone()
 	ctx, cancel := context.WithCancel(ctx)
@@ -83,9 +87,18 @@ func (s *spool) speculate(ctx context.Context, c *collector, include []string) (
 				p.dirs[es[i].Path] = es[i]
 			}
 		}
-		s.prefetch(ctx, files)()
-		p.plan(es)
-		close(ready)
+		copies := s.prefetchEach(ctx, files)
+		byPath := make(map[string]<-chan struct{}, len(files))
+		for i, f := range files {
+			byPath[f] = copies[i]
+		}
+		p.plan(es, byPath)
+		go func() {
+			for _, seg := range p.segs {
+				p.seal(seg)
+			}
+			close(ready) // every file is in a segment: all are copied
+		}()
 		p.compress(ctx)
 	}()
 	return func() { <-ready }
@@ -162,36 +175,53 @@ func (p *precompressed) keepDirTimes(es []Entry) {
 	}
 }
 
-// plan cuts es into segments of about a frame each. File entries whose
-// body is not in the spool belong to no segment.
-func (p *precompressed) plan(es []Entry) {
-	locs := make([]spoolLoc, len(es))
-	ok := make([]bool, len(es))
+// plan cuts es into segments of about a frame each, by the sizes stat
+// gave (the copies are still being made); copied has each file's channel
+// from prefetchEach.
+func (p *precompressed) plan(es []Entry, copied map[string]<-chan struct{}) {
 	var total int64
 	for i := range es {
-		ok[i] = true
-		if es[i].Type == TypeFile {
-			locs[i], ok[i] = p.sp.lookup(es[i].Path)
-			es[i].Size = locs[i].size
-		}
 		total += recordSize(&es[i])
 	}
 	size := int64(frameSize(total, runtime.GOMAXPROCS(0)))
 	for i := 0; i < len(es); {
-		if !ok[i] {
-			i++
-			continue
-		}
-		seg := &segment{done: make(chan struct{})}
+		seg := &segment{done: make(chan struct{}), sealed: make(chan struct{})}
 		// Whole entries, cut at the entry boundary nearest to size.
-		for ; i < len(es) && ok[i] && (seg.tar == 0 || seg.tar+recordSize(&es[i])/2 < size); i++ {
+		var tar int64
+		for ; i < len(es) && (tar == 0 || tar+recordSize(&es[i])/2 < size); i++ {
 			seg.es = append(seg.es, es[i])
-			seg.locs = append(seg.locs, locs[i])
-			seg.keys = append(seg.keys, entryKey(&es[i], locs[i]))
-			seg.tar += recordSize(&es[i])
+			tar += recordSize(&es[i])
+			if ch := copied[es[i].Path]; ch != nil {
+				seg.copied = append(seg.copied, ch)
+			}
 		}
 		p.segs = append(p.segs, seg)
 		p.first[seg.es[0].Path] = seg
+	}
+}
+
+// seal waits for seg's files to be copied and records where their bodies
+// are in the spool, the entries' sizes as copied and their keys. A segment
+// with a file that could not be copied is bad: it is compressed with the
+// archive instead.
+func (p *precompressed) seal(seg *segment) {
+	defer close(seg.sealed)
+	for _, ch := range seg.copied {
+		<-ch
+	}
+	seg.locs = make([]spoolLoc, len(seg.es))
+	for k := range seg.es {
+		e := &seg.es[k]
+		if e.Type == TypeFile {
+			l, ok := p.sp.lookup(e.Path)
+			if !ok {
+				seg.bad, seg.keys, seg.tar = true, nil, 0
+				return
+			}
+			seg.locs[k], e.Size = l, l.size
+		}
+		seg.keys = append(seg.keys, entryKey(e, seg.locs[k]))
+		seg.tar += recordSize(e)
 	}
 }
 
@@ -216,7 +246,8 @@ func (p *precompressed) compress(ctx context.Context) {
 		seg := p.segs[i]
 		handed[i] = true
 		defer close(seg.done)
-		if ctx.Err() == nil && !seg.skip.Load() && p.write(seg) == nil {
+		<-seg.sealed
+		if ctx.Err() == nil && !seg.bad && !seg.skip.Load() && p.write(seg) == nil {
 			seg.ok = true
 		}
 	}, cpus+1)
@@ -289,7 +320,7 @@ func (p *precompressed) claim(es []Entry) map[int]*segment {
 
 // same reports whether es begins with exactly seg's entries.
 func (p *precompressed) same(seg *segment, es []Entry) bool {
-	if len(seg.keys) > len(es) {
+	if seg.bad || len(seg.keys) == 0 || len(seg.keys) > len(es) {
 		return false
 	}
 	for k, key := range seg.keys {

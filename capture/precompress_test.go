@@ -61,7 +61,11 @@ func TestPrecompressReuse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sp.prefetch(ctx, paths)()
+	copies := sp.prefetchEach(ctx, paths)
+	copied := map[string]<-chan struct{}{}
+	for i, p := range paths {
+		copied[p] = copies[i]
+	}
 	p := &precompressed{sp: sp, first: map[string]*segment{}, dirs: map[string]Entry{}, done: make(chan struct{}), cancel: func() {}}
 	sp.pre = p
 	for _, e := range es {
@@ -70,9 +74,15 @@ func TestPrecompressReuse(t *testing.T) {
 			p.dirs[e.Path] = e
 		}
 	}
-	p.plan(es)
+	p.plan(es, copied)
 	if len(p.segs) < 2 {
 		t.Fatalf("%d segments planned for 20 MiB", len(p.segs))
+	}
+	for _, seg := range p.segs {
+		p.seal(seg)
+		if seg.bad {
+			t.Fatalf("segment at %s bad", seg.es[0].Path)
+		}
 	}
 	p.compress(ctx)
 	close(p.done)
@@ -122,5 +132,27 @@ func TestPrecompressReuse(t *testing.T) {
 	})
 	if err != nil || n != len(final) {
 		t.Fatalf("walk: %d entries, %v", n, err)
+	}
+}
+
+// A segment with a file the spool lacks (it could not be copied) is bad:
+// never claimed, so its entries are written with the archive.
+func TestSealMissingFile(t *testing.T) {
+	sp, err := newSpool()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.close()
+	p := &precompressed{sp: sp, first: map[string]*segment{}}
+	gone := make(chan struct{})
+	close(gone) // "copied": the copy failed
+	es := []Entry{{Path: "/nonexistent/migrate-test-file", Type: TypeFile, Size: 10, Mode: 0o644}}
+	p.plan(es, map[string]<-chan struct{}{es[0].Path: gone})
+	p.seal(p.segs[0])
+	if !p.segs[0].bad {
+		t.Fatal("a segment whose file is not in the spool was not marked bad")
+	}
+	if got := p.claim(es); len(got) != 0 {
+		t.Fatalf("a bad segment was claimed: %v", got)
 	}
 }

@@ -215,16 +215,39 @@ func (s *spool) reuse(e *Entry) bool {
 // background (while the start-up is traced); snapAll later reuses every
 // copy whose file is unchanged. wait blocks until it is done.
 func (s *spool) prefetch(ctx context.Context, paths []string) (wait func()) {
-	done := make(chan struct{})
+	done := s.prefetchEach(ctx, paths)
+	return func() {
+		for _, ch := range done {
+			<-ch
+		}
+	}
+}
+
+// prefetchEach is prefetch with a channel per path, closed once that
+// path's copy is made or has failed (or the copying was cancelled).
+func (s *spool) prefetchEach(ctx context.Context, paths []string) []<-chan struct{} {
+	done := make([]chan struct{}, len(paths))
+	out := make([]<-chan struct{}, len(paths))
+	for i := range done {
+		done[i] = make(chan struct{})
+		out[i] = done[i]
+	}
 	go func() {
-		defer close(done)
+		handed := make([]bool, len(paths))
 		parallel(ctx, len(paths), func(w, i int) {
+			handed[i] = true
+			defer close(done[i])
 			if fi, err := os.Lstat(paths[i]); err == nil && fi.Mode().IsRegular() {
 				s.take(w, &Entry{Path: paths[i], Type: TypeFile}) // errors: retried by snapAll
 			}
 		}, readWorkers)
+		for i, h := range handed {
+			if !h {
+				close(done[i])
+			}
+		}
 	}()
-	return func() { <-done }
+	return out
 }
 
 // lookup returns where path's body is in the spool.

@@ -65,6 +65,7 @@ type framesWriter struct {
 	cpus    chan struct{} // if set, shared by several writers: one token per frame being encoded
 	ownEnc  bool          // Close closes enc
 	check   *frameChecker // if set, every frame is decoded again and compared with its input
+	closed  bool
 	err     error
 }
 
@@ -337,8 +338,14 @@ func (f *framesWriter) flushOne() {
 }
 
 // Close encodes what is buffered and writes every frame; it does not
-// close the underlying writer.
+// close the underlying writer. After an error it still waits for every
+// frame being encoded, so that nothing uses the encoder or the checker
+// afterwards. A second Close does nothing.
 func (f *framesWriter) Close() error {
+	if f.closed {
+		return f.err
+	}
+	f.closed = true
 	if len(f.buf) > 0 || len(f.pending) == 0 {
 		f.dispatch()
 	}

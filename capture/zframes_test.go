@@ -2,6 +2,7 @@ package capture
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -102,10 +103,8 @@ func TestFrameCheck(t *testing.T) {
 		var out bytes.Buffer
 		zw := sharedFramesWriter(&out, 256<<10, 2, enc)
 		zw.check = c
-		if _, err := zw.Write(src); err != nil {
-			return err
-		}
-		return zw.Close()
+		_, err := zw.Write(src)
+		return errors.Join(err, zw.Close())
 	}
 	if err := write(goEnc, check); err != nil {
 		t.Fatalf("a sound encoder failed the check: %v", err)
