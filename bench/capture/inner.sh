@@ -88,7 +88,11 @@ bench() { # name capture-args naive-packages
 
 wait_port() { for i in $(seq 300); do nc -z 127.0.0.1 "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 not up" >&2; return 1; }
 
+# SERVICES picks the services to measure (default: all three).
+want() { case " ${SERVICES:-nginx bind postfix} " in *" $1 "*) return 0 ;; esac; return 1; }
+
 # --- nginx ---
+if want nginx; then
 mkdir -p /srv/www /srv/conf
 echo hello > /srv/www/index.html
 cat > /srv/conf/nginx.conf <<'X'
@@ -116,7 +120,10 @@ if [ -n "${trz:-}" ]; then
 		"$(ratio "$(echo "$trz $prz" | awk '{print $1+$2}')" "$tc")"
 fi
 
+fi
+
 # --- BIND 9 ---
+if want bind; then
 mkdir -p /srv/bind
 cat > /srv/bind/named.conf <<'X'
 options { directory "/srv/bind"; pid-file "named.pid"; session-keyfile "session.key";
@@ -126,8 +133,11 @@ X
 printf '$TTL 300\n@ IN SOA ns1 hostmaster 1 3600 600 86400 300\n@ NS ns1\nns1 A 127.0.0.1\nwww A 192.0.2.10\n' > /srv/bind/example.test.db
 named -g -c /srv/bind/named.conf > "$W/named.log" 2>&1 & wait_port 53
 bench bind "--service bind9" "bind9 bind9-libs"
+fi
 
 # --- Postfix ---
+if want postfix; then
 mkdir -p /srv/pf && cp -a /etc/postfix/. /srv/pf/
 postfix -c /srv/pf start-fg > "$W/postfix.log" 2>&1 & wait_port 25
 bench postfix "--service postfix" "postfix"
+fi

@@ -7,6 +7,7 @@
 # outside it. Prints one line per measurement and the ratios.
 #
 #   bench/capture/run.sh            # from the repository root
+#   SERVICES=nginx ROUNDS=5 bench/capture/run.sh   # one service, more rounds
 #
 # The machine may be shared: figures are noisy (see docs/capture.md).
 set -eu
