@@ -206,8 +206,12 @@ func readInto(f string, buf []byte) ([]byte, error) {
 	}
 	defer fd.Close()
 	buf = buf[:0]
-	if fi, err := fd.Stat(); err == nil && fi.Size() >= int64(cap(buf)) {
-		buf = make([]byte, 0, fi.Size()+512)
+	size := int64(-1)
+	if fi, err := fd.Stat(); err == nil {
+		size = fi.Size()
+		if size >= int64(cap(buf)) {
+			buf = make([]byte, 0, size+512)
+		}
 	}
 	for {
 		if len(buf) == cap(buf) {
@@ -215,8 +219,8 @@ func readInto(f string, buf []byte) ([]byte, error) {
 		}
 		n, err := fd.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
+		if err == io.EOF || int64(len(buf)) == size && size > 0 {
+			return buf, nil // read as much as stat said: no read to see EOF
 		}
 		if err != nil {
 			return buf, err
