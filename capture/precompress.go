@@ -35,7 +35,6 @@ type precompressed struct {
 	done   chan struct{}       // the copies and compression have ended
 	cancel context.CancelFunc  // ends them early
 	cpus   chan struct{}       // frames encoded at once, over all segments
-	frame  int                 // the frame size aimed at (see frameSize)
 	enc    frameEncoder        // their encoder, one state per CPU
 }
 
@@ -185,7 +184,6 @@ func (p *precompressed) plan(es []Entry, copied map[string]<-chan struct{}) {
 		total += recordSize(&es[i])
 	}
 	size := int64(frameSize(total, runtime.GOMAXPROCS(0)))
-	p.frame = int(size)
 	for i := 0; i < len(es); {
 		seg := &segment{done: make(chan struct{}), sealed: make(chan struct{})}
 		// Whole entries, cut at the entry boundary nearest to size.
@@ -274,14 +272,8 @@ func (p *precompressed) write(seg *segment) error {
 	}
 	seg.f = f // closed by precompressed.close
 	cw := &countWriter{w: f}
-	// Frames of the size planned for the whole stream, cut there even
-	// inside a file: a segment that a large file made longer (nginx:
-	// libcrypto's 4.7 MB made the second of two 7.4 MB) is cut in two
-	// rather than left the one frame still compressing when everything
-	// else is done (nginx: 4.1 + 5.7 + 1.6 MB on two cores, not 4.1 + 7.4).
-	zw := sharedFramesWriter(cw, p.frame, cap(p.cpus), p.enc)
-	zw.max = p.frame
-	zw.buf = zw.buf[:0:p.frame]
+	// One frame, or frames of up to maxFrame and a quarter for a large file.
+	zw := sharedFramesWriter(cw, frameSize(seg.tar, 1), cap(p.cpus), p.enc)
 	zw.cpus, zw.check = p.cpus, p.sp.check
 	tw := tar.NewWriter(zw)
 	for i := range seg.es {
