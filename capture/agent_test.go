@@ -42,11 +42,7 @@ func (l localHost) CallStream(ctx context.Context, method string, params any, in
 // A local capture asks for its frames to be checked as they are made and
 // is not decoded again; a failure of the capture leaves no file.
 func TestFetchLocal(t *testing.T) {
-	files := testFiles()
-	var good bytes.Buffer
-	if err := Write(&good, testManifest(files), files.open); err != nil {
-		t.Fatal(err)
-	}
+	good := testArchive(t)
 	dir := t.TempDir()
 	var p RunParams
 	out := filepath.Join(dir, "a.tar.zst")
@@ -70,11 +66,7 @@ func TestFetchLocal(t *testing.T) {
 }
 
 func TestFetch(t *testing.T) {
-	files := testFiles()
-	var good bytes.Buffer
-	if err := Write(&good, testManifest(files), files.open); err != nil {
-		t.Fatal(err)
-	}
+	good := testArchive(t)
 	dir := t.TempDir()
 	out := filepath.Join(dir, "a.tar.zst")
 	if _, err := Fetch(context.Background(), fakeHost{good.Bytes()}, RunParams{}, out); err != nil {
@@ -93,4 +85,15 @@ func TestFetch(t *testing.T) {
 	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
 		t.Fatalf("left behind: %v", ents)
 	}
+}
+
+// testArchive is the archive of the test files.
+func testArchive(t *testing.T) *bytes.Buffer {
+	t.Helper()
+	files := testFiles()
+	var b bytes.Buffer
+	if err := Write(&b, testManifest(files), files.open); err != nil {
+		t.Fatal(err)
+	}
+	return &b
 }

@@ -8,8 +8,6 @@ import (
 	"slices"
 	"testing"
 	"time"
-
-	"github.com/migrate-tool/migrate/internal/testenv"
 )
 
 // The traced start-up runs isolated: what it writes stays in its overlay,
@@ -18,14 +16,7 @@ import (
 // reports each check by reading a file only when the check passed, which
 // the trace then shows.
 func TestTraceIsolated(t *testing.T) {
-	if os.Geteuid() != 0 {
-		testenv.Skip(t, "tracing needs root")
-	}
-	for _, tool := range []string{"strace", "ip"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			testenv.Skip(t, tool+" not installed")
-		}
-	}
+	requireTracing(t, "ip")
 	probe := fmt.Sprintf("/var/tmp/migrate-trace-probe-%d", time.Now().UnixNano())
 	t.Cleanup(func() { os.Remove(probe) })
 	script := `echo written > ` + probe + `
@@ -59,12 +50,7 @@ exit 0`
 // A capture cancelled during its traced start-up takes the whole trace
 // with it: the first process is killed, and with it its PID namespace.
 func TestTraceCancelled(t *testing.T) {
-	if os.Geteuid() != 0 {
-		testenv.Skip(t, "tracing needs root")
-	}
-	if _, err := exec.LookPath("strace"); err != nil {
-		testenv.Skip(t, "strace not installed")
-	}
+	requireTracing(t, "pgrep")
 	marker := fmt.Sprintf("%d.%d", os.Getpid(), time.Now().UnixNano()%1000000)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()

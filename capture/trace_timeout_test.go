@@ -14,12 +14,7 @@ import (
 // A start-up that never settles is ended at traceTimeout, and the result
 // says what was still running.
 func TestTraceUnsettled(t *testing.T) {
-	if os.Geteuid() != 0 {
-		testenv.Skip(t, "tracing needs root")
-	}
-	if _, err := exec.LookPath("strace"); err != nil {
-		testenv.Skip(t, "strace not installed")
-	}
+	requireTracing(t)
 	defer func(d time.Duration) { traceTimeout = d }(traceTimeout)
 	traceTimeout = 2 * time.Second
 	argv := []string{"/bin/sh", "-c", "while :; do cat /etc/hostname >/dev/null; sleep 0.05; done"}
@@ -46,12 +41,7 @@ func TestTraceUnsettled(t *testing.T) {
 // command that does not exist) ends at once with an error or a trace of
 // the failed exec, never a hang.
 func TestTraceMissingCommand(t *testing.T) {
-	if os.Geteuid() != 0 {
-		testenv.Skip(t, "tracing needs root")
-	}
-	if _, err := exec.LookPath("strace"); err != nil {
-		testenv.Skip(t, "strace not installed")
-	}
+	requireTracing(t)
 	start := time.Now()
 	res, err := traceStart(context.Background(), t.TempDir(), []string{"/nonexistent/daemon"}, "/", nil, nil, nil)
 	if took := time.Since(start); took > 10*time.Second {
@@ -60,5 +50,19 @@ func TestTraceMissingCommand(t *testing.T) {
 	t.Logf("res %+v err %v", res, err)
 	if err == nil && res.Unsettled != "" {
 		t.Fatalf("a command that does not exist left an unsettled trace: %q", res.Unsettled)
+	}
+}
+
+// requireTracing skips (fails, with MIGRATE_E2E_REQUIRE=1) a test that
+// traces a start-up: it needs root, strace and the tools named.
+func requireTracing(t *testing.T, tools ...string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		testenv.Skip(t, "tracing needs root")
+	}
+	for _, tool := range append([]string{"strace"}, tools...) {
+		if _, err := exec.LookPath(tool); err != nil {
+			testenv.Skip(t, tool+" not installed")
+		}
 	}
 }
