@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"runtime"
+	"sort"
 	"sync/atomic"
 )
 
@@ -41,6 +42,7 @@ type precompressed struct {
 // segment is a run of entries to compress as complete frames.
 type segment struct {
 	es     []Entry
+	est    int64             // size of its tar records by the sizes stat gave
 	copied []<-chan struct{} // closed as each of its files is copied into the spool (see seal)
 	sealed chan struct{}     // closed once the fields below are set
 	bad    bool              // a file could not be copied: not compressed ahead
@@ -186,11 +188,13 @@ func (p *precompressed) plan(es []Entry, copied map[string]<-chan struct{}) {
 	size := int64(frameSize(total, runtime.GOMAXPROCS(0)))
 	for i := 0; i < len(es); {
 		seg := &segment{done: make(chan struct{}), sealed: make(chan struct{})}
-		// Whole entries, cut at the entry boundary nearest to size.
-		var tar int64
-		for ; i < len(es) && (tar == 0 || tar+recordSize(&es[i])/2 < size); i++ {
+		// Whole entries, as many as fit in size and an eighth: a large file
+		// that does not fit starts the next segment rather than make this
+		// one long (nginx: libcrypto's 4.7 MB after 2.6 MB made a 7.4 MB
+		// segment still compressing long after the other).
+		for ; i < len(es) && (seg.est == 0 || seg.est+recordSize(&es[i]) <= size+size/8); i++ {
 			seg.es = append(seg.es, es[i])
-			tar += recordSize(&es[i])
+			seg.est += recordSize(&es[i])
 			if ch := copied[es[i].Path]; ch != nil {
 				seg.copied = append(seg.copied, ch)
 			}
@@ -228,10 +232,10 @@ func (p *precompressed) seal(seg *segment) {
 // recordSize is the size of e's tar record without extended headers.
 func recordSize(e *Entry) int64 { return 512 + (e.Size+511)&^511 }
 
-// compress compresses the planned segments in order. Their frames share
-// one encoder per CPU, so that a segment split into several frames (a
-// large file) and the segments around it keep every CPU busy; one more
-// segment than CPUs is read at a time, so the next frame is ready.
+// compress compresses the planned segments, one per CPU at a time, the
+// largest first (the longest-processing-time rule: the CPUs finish
+// together rather than one taking the largest last). Their frames share
+// one encoder per CPU.
 func (p *precompressed) compress(ctx context.Context) {
 	cpus := runtime.GOMAXPROCS(0)
 	p.cpus = make(chan struct{}, cpus)
@@ -241,8 +245,14 @@ func (p *precompressed) compress(ctx context.Context) {
 	}
 	p.enc = enc
 	defer enc.Close()
+	order := make([]int, len(p.segs))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return p.segs[order[a]].est > p.segs[order[b]].est })
 	handed := make([]bool, len(p.segs))
-	parallel(ctx, len(p.segs), func(_, i int) {
+	parallel(ctx, len(order), func(_, k int) {
+		i := order[k]
 		seg := p.segs[i]
 		handed[i] = true
 		defer close(seg.done)
@@ -250,7 +260,7 @@ func (p *precompressed) compress(ctx context.Context) {
 		if ctx.Err() == nil && !seg.bad && !seg.skip.Load() && p.write(seg) == nil {
 			seg.ok = true
 		}
-	}, cpus+1)
+	}, cpus)
 	for i, seg := range p.segs {
 		if !handed[i] {
 			close(seg.done)
