@@ -15,7 +15,7 @@ mkdir -p /var/log/nginx /run/named
 ip link set lo up
 
 now() { date +%s.%N; }
-since() { echo "$(now) $1" | awk '{printf "%.2f", $1-$2}'; }
+since() { echo "$(now) $1" | awk '{printf "%.3f", $1-$2}'; }
 size() { stat -c %s "$1"; }
 mb() { awk -v b="$1" 'BEGIN{printf "%.1f MB", b/1e6}'; }
 ratio() { awk -v a="$1" -v b="$2" -v p="${3:-2}" 'BEGIN{ if (b>0) printf "%." p "f", a/b; else print "-" }'; } # a b [decimals]
@@ -84,6 +84,15 @@ bench() { # name capture-args naive-packages
 		"$name" "$tc" "$(mb "$sc")" "$to" "$(mb "$so")" "$tt" "$(mb "$st")" "$tn" "$(mb "$sn")"
 	printf '%-8s ratios: time vs naive %sx traced, %sx --trace off (target <= 1.5); size vs same-list tar.zst %sx traced, %sx --trace off (target <= 1.0); size vs naive %sx\n' \
 		"$name" "$(ratio "$tc" "$tn")" "$(ratio "$to" "$tn")" "$(ratio "$sc" "$st" 4)" "$(ratio "$so" "$sto" 4)" "$(ratio "$sc" "$sn")"
+	# Each round's capture against the naive run right after it: the pairs
+	# share the machine's state of the moment, which the medians above mix.
+	printf '%-8s paired: median of the rounds'"'"' own ratios %sx traced, %sx --trace off\n' \
+		"$name" "$(paired "$tcs" "$tns")" "$(paired "$tos" "$tns")"
+}
+
+# paired prints the median of a_i/b_i over two lists of times.
+paired() { # "a1 a2 ..." "b1 b2 ..."
+	median $(printf '%s\n%s\n' "$1" "$2" | awk 'NR==1{n=split($0,a," ")} NR==2{split($0,b," "); for(i=1;i<=n;i++) if (b[i]>0) printf "%.2f ", a[i]/b[i]}')
 }
 
 wait_port() { for i in $(seq 300); do nc -z 127.0.0.1 "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 not up" >&2; return 1; }
