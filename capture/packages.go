@@ -3,7 +3,6 @@ package capture
 import (
 	"errors"
 	"os"
-	"slices"
 	"sort"
 	"strings"
 
@@ -82,31 +81,6 @@ func (pk *packages) owners(p string) []string {
 		return pk.rpm.owners(p)
 	}
 	return nil
-}
-
-// ownersAmong is owners, looked for first in the file lists of candidates
-// only (the packages a service's profile names): owners reads every
-// package's list, which would hold up the start of the capture.
-func (pk *packages) ownersAmong(p string, candidates []string) []string {
-	if pk.db == nil {
-		return pk.owners(p)
-	}
-	want := spellings(p)
-	var out []string
-	for _, n := range candidates {
-		d := pk.db.Lookup(n)
-		if d == nil {
-			continue
-		}
-		files, err := pk.db.Files(d)
-		if err == nil && slices.ContainsFunc(files, func(f string) bool { return slices.Contains(want, f) }) {
-			out = append(out, d.Name)
-		}
-	}
-	if len(out) > 0 {
-		return out
-	}
-	return pk.owners(p)
 }
 
 func (pk *packages) owner(p string) string {

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -195,27 +197,44 @@ func (c *collector) fromProcesses(s *service) {
 }
 
 // fromPackages adds the files of the service's own packages (without
-// documentation) and classifies its conffiles.
+// documentation) and classifies its conffiles. The service's packages are
+// the profile's that are installed and those owning its executable; the
+// latter are looked for in every package's list only when the former's
+// lists, read here anyway, lack it (the full search would hold up the
+// start of the collection until every list is read).
 func (c *collector) fromPackages(pk *packages, s *service) {
-	names := map[string]bool{}
-	if s.main.Exe != "" {
-		for _, o := range pk.ownersAmong(canonicalPath(s.main.Exe), s.prof.packages) {
-			names[o] = true
+	type pkgFiles struct {
+		files []string
+		conf  map[string]bool
+	}
+	got := map[string]pkgFiles{}
+	read := func(n string) {
+		if _, ok := got[n]; !ok {
+			files, conf := pk.files(n)
+			got[n] = pkgFiles{files, conf}
 		}
 	}
 	for _, n := range s.prof.packages {
 		if pk.installed(n) {
-			names[n] = true
+			read(n)
 		}
 	}
-	var list []string
-	for n := range names {
-		list = append(list, n)
+	if s.main.Exe != "" {
+		exe := spellings(canonicalPath(s.main.Exe))
+		listed := false
+		for _, g := range got {
+			listed = listed || slices.ContainsFunc(g.files, func(f string) bool { return slices.Contains(exe, f) })
+		}
+		if !listed {
+			for _, o := range pk.owners(exe[0]) {
+				read(o)
+			}
+		}
 	}
-	sort.Strings(list)
+	list := slices.Sorted(maps.Keys(got))
 	docs := 0
 	for _, n := range list {
-		files, conf := pk.files(n)
+		files, conf := got[n].files, got[n].conf
 		for _, f := range files {
 			if hasAnyPrefix(f+"/", docPrefixes) {
 				docs++

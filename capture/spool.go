@@ -167,9 +167,18 @@ func (s *spool) take(w int, e *Entry) (note string, err error) {
 	}
 }
 
-// copyBufs are copyStable's buffers: 256 KiB, an eighth of the system
-// calls io.Copy's 32 KiB would make for the same files.
+// copyBufs are copyLarge's buffers.
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+// copyLarge is io.Copy in 256 KiB pieces, not 32 KiB: an eighth of the
+// system calls (spooling files), or of the agent stream's frames (copying
+// compressed segments into the archive).
+func copyLarge(dst io.Writer, src io.Reader) (int64, error) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	// Hiding src's WriteTo (an *os.File has one) makes CopyBuffer use the buffer.
+	return io.CopyBuffer(dst, struct{ io.Reader }{src}, *bp)
+}
 
 // copyStable appends the file at path to dst and reports whether it
 // stayed unchanged (size, mtime) during the read.
@@ -184,10 +193,7 @@ func copyStable(dst io.Writer, path string) (n int64, sum string, stamp fileStam
 		return 0, "", stamp, false, err
 	}
 	h := sha256.New()
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	// Hiding f's WriteTo makes CopyBuffer use the large buffer.
-	n, err = io.CopyBuffer(io.MultiWriter(dst, h), struct{ io.Reader }{f}, *bp)
+	n, err = copyLarge(io.MultiWriter(dst, h), f)
 	if err != nil {
 		var pe *os.PathError
 		if errors.As(err, &pe) && pe.Path != path {

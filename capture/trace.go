@@ -253,16 +253,11 @@ func traceSize(dir string) int64 {
 // not yet reaped all mean the start-up is still under way; so does a root
 // without descendants (not started yet, or ending).
 func traceIdle(root int) bool {
-	todo := procstat.Children(root)
-	if len(todo) == 0 {
+	pids := procstat.Descendants(root)
+	if len(pids) == 0 || len(pids) > 4096 { // a fork bomb is not idle
 		return false
 	}
-	for n := 0; len(todo) > 0; n++ {
-		if n > 4096 {
-			return false // a fork bomb is not idle
-		}
-		pid := todo[len(todo)-1]
-		todo = todo[:len(todo)-1]
+	for _, pid := range pids {
 		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 		if err != nil {
 			return false // gone meanwhile: something is still changing
@@ -273,7 +268,6 @@ func traceIdle(root int) bool {
 				return false
 			}
 		}
-		todo = append(todo, procstat.Children(pid)...)
 	}
 	return true
 }

@@ -342,12 +342,7 @@ func (f *framesWriter) flushOne() {
 	case fr.err != nil:
 		f.err = fr.err
 	case fr.r != nil:
-		// In 256 KiB pieces: the agent stream frames each write, and io.Copy's
-		// 32 KiB made the copy of a capture's frames at its end eight times
-		// the frames and system calls.
-		bp := copyBufs.Get().(*[]byte)
-		_, f.err = io.CopyBuffer(f.w, struct{ io.Reader }{fr.r}, *bp)
-		copyBufs.Put(bp)
+		_, f.err = copyLarge(f.w, fr.r)
 	default:
 		_, f.err = f.w.Write(fr.b)
 	}

@@ -54,7 +54,7 @@ func Listening(p Port, inodes map[string]bool) bool {
 // descendants (the service's processes).
 func socketInodes(initPID int) map[string]bool {
 	inodes := map[string]bool{}
-	for _, pid := range descendants(initPID) {
+	for _, pid := range procstat.Descendants(initPID) {
 		dir := fmt.Sprintf("/proc/%d/fd", pid)
 		ents, err := os.ReadDir(dir)
 		if err != nil {
@@ -68,18 +68,6 @@ func socketInodes(initPID int) map[string]bool {
 		}
 	}
 	return inodes
-}
-
-// descendants lists pid's children, grandchildren and so on.
-func descendants(pid int) []int {
-	var out []int
-	todo := []int{pid}
-	for len(todo) > 0 {
-		kids := procstat.Children(todo[0])
-		todo = append(todo[1:], kids...)
-		out = append(out, kids...)
-	}
-	return out
 }
 
 // Wait waits until the service in dir is up: every port listening (or,

@@ -71,6 +71,17 @@ func Children(pid int) []int {
 	return out
 }
 
+// Descendants returns pid's children, grandchildren and so on.
+func Descendants(pid int) []int {
+	var out []int
+	for todo := []int{pid}; len(todo) > 0; {
+		kids := Children(todo[0])
+		todo = append(todo[1:], kids...)
+		out = append(out, kids...)
+	}
+	return out
+}
+
 // Alive reports whether pid runs and is not a zombie.
 func Alive(pid int) bool {
 	s, ok := Read(pid)

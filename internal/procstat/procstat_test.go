@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"slices"
 	"testing"
+	"time"
 )
 
 func TestParse(t *testing.T) {
@@ -46,4 +47,20 @@ func TestChildren(t *testing.T) {
 	if got := Children(cmd.Process.Pid); len(got) != 0 {
 		t.Fatalf("Children(sleep) = %v, want none", got)
 	}
+}
+
+func TestDescendants(t *testing.T) {
+	cmd := exec.Command("sh", "-c", "sleep 5 & wait")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	for range 200 {
+		got, kids := Descendants(os.Getpid()), Children(cmd.Process.Pid)
+		if slices.Contains(got, cmd.Process.Pid) && len(kids) == 1 && slices.Contains(got, kids[0]) {
+			return // the shell, and its sleep below it
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("Descendants(self) = %v, want the shell %d and its sleep", Descendants(os.Getpid()), cmd.Process.Pid)
 }
